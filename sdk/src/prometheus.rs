@@ -1,0 +1,444 @@
+//! Prometheus text exposition format (0.0.4) parsing, histogram math, and a client for the
+//! Prometheus HTTP query API.
+
+use crate::{Kv, MetricSample, http};
+use std::fmt;
+
+/// Label pairs in exposition order.
+pub type Labels = Vec<(String, String)>;
+
+/// One parsed sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Converts to the WIT sample type with the given timestamp.
+    pub fn into_metric(self, timestamp_ms: u64) -> MetricSample {
+        MetricSample {
+            name: self.name,
+            labels: self
+                .labels
+                .into_iter()
+                .map(|(key, value)| Kv { key, value })
+                .collect(),
+            value: self.value,
+            timestamp_ms,
+        }
+    }
+}
+
+/// A malformed exposition, with the 1-based line it was found on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses a whole exposition. Any malformed sample line fails the parse: a half-read
+/// scrape would make deltas and ratios silently wrong.
+pub fn parse(text: &str) -> Result<Vec<Sample>, ParseError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.push(parse_line(line).map_err(|message| ParseError {
+            line: i + 1,
+            message,
+        })?);
+    }
+    Ok(out)
+}
+
+fn parse_line(line: &str) -> Result<Sample, String> {
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("expected a metric name in `{}`", clip(line)));
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = Vec::new();
+    if let Some(after) = rest.strip_prefix('{') {
+        let (parsed, remaining) = parse_labels(after)?;
+        labels = parsed;
+        rest = remaining;
+    }
+    let mut fields = rest.split_whitespace();
+    let value_text = fields
+        .next()
+        .ok_or_else(|| format!("missing value in `{}`", clip(line)))?;
+    let value =
+        parse_value(value_text).ok_or_else(|| format!("bad value `{value_text}` for {name}"))?;
+    if let Some(ts) = fields.next() {
+        ts.parse::<i64>()
+            .map_err(|_| format!("bad timestamp `{ts}` for {name}"))?;
+    }
+    if fields.next().is_some() {
+        return Err(format!("trailing text in `{}`", clip(line)));
+    }
+    Ok(Sample {
+        name: name.to_string(),
+        labels,
+        value,
+    })
+}
+
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
+    let mut labels = Vec::new();
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix('}') {
+            return Ok((labels, rest));
+        }
+        let eq = s.find('=').ok_or("label without `=`")?;
+        let key = s[..eq].trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("bad label name `{key}`"));
+        }
+        s = s[eq + 1..].trim_start();
+        s = s.strip_prefix('"').ok_or("label value must be quoted")?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err("unterminated label value".into()),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("unterminated escape".into()),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        labels.push((key.to_string(), value));
+        s = s[end + 1..].trim_start();
+        if let Some(rest) = s.strip_prefix(',') {
+            s = rest;
+        } else if !s.starts_with('}') {
+            return Err("expected `,` or `}` after a label".into());
+        }
+    }
+}
+
+fn parse_value(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => s.parse().ok(),
+    }
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// A cumulative histogram: `(upper bound, cumulative count)` sorted by bound, with +Inf.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Histogram {
+    pub buckets: Vec<(f64, f64)>,
+    pub sum: f64,
+    pub count: f64,
+}
+
+impl Histogram {
+    /// Builds the histogram `name` from samples whose labels include all of `filter`
+    /// (extra labels are summed over).
+    pub fn from_samples<'a>(
+        samples: impl IntoIterator<Item = (&'a str, &'a [(String, String)], f64)>,
+        name: &str,
+        filter: &[(&str, &str)],
+    ) -> Option<Histogram> {
+        let bucket_name = format!("{name}_bucket");
+        let sum_name = format!("{name}_sum");
+        let count_name = format!("{name}_count");
+        let mut h = Histogram::default();
+        let mut seen = false;
+        for (n, labels, value) in samples {
+            let matches = filter
+                .iter()
+                .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v));
+            if !matches {
+                continue;
+            }
+            if n == bucket_name {
+                let le = labels
+                    .iter()
+                    .find(|(k, _)| k == "le")
+                    .and_then(|(_, v)| parse_value(v));
+                if let Some(le) = le {
+                    seen = true;
+                    match h.buckets.iter_mut().find(|(b, _)| *b == le) {
+                        Some(slot) => slot.1 += value,
+                        None => h.buckets.push((le, value)),
+                    }
+                }
+            } else if n == sum_name {
+                h.sum += value;
+            } else if n == count_name {
+                h.count += value;
+            }
+        }
+        h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        seen.then_some(h)
+    }
+
+    /// Observations made between `earlier` and `self` (for counters that only grow). A
+    /// counter that went backwards means the process restarted: the later histogram is
+    /// then the whole delta.
+    pub fn delta(&self, earlier: &Histogram) -> Histogram {
+        if self.count < earlier.count {
+            return self.clone();
+        }
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(le, c)| {
+                let before = earlier
+                    .buckets
+                    .iter()
+                    .find(|(b, _)| b == le)
+                    .map_or(0.0, |(_, c)| *c);
+                (*le, (c - before).max(0.0))
+            })
+            .collect();
+        Histogram {
+            buckets,
+            sum: self.sum - earlier.sum,
+            count: self.count - earlier.count,
+        }
+    }
+
+    /// The q-quantile (0..=1) by linear interpolation within the bucket, the way
+    /// Prometheus's `histogram_quantile` does. None when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.buckets.last().map(|(_, c)| *c)?;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total;
+        let mut prev_le = 0.0;
+        let mut prev_count = 0.0;
+        for (le, count) in &self.buckets {
+            if *count >= rank {
+                if le.is_infinite() {
+                    // Prometheus answers with the highest finite bound here.
+                    return Some(prev_le);
+                }
+                let in_bucket = count - prev_count;
+                if in_bucket <= 0.0 {
+                    return Some(*le);
+                }
+                return Some(prev_le + (le - prev_le) * (rank - prev_count) / in_bucket);
+            }
+            prev_le = *le;
+            prev_count = *count;
+        }
+        Some(prev_le)
+    }
+}
+
+/// One series from the Prometheus HTTP API's instant query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Runs an instant query against `base` (e.g. `http://127.0.0.1:9090`).
+pub fn query(base: &str, expr: &str) -> Result<Vec<Series>, http::Error> {
+    let url = format!(
+        "{}?query={}",
+        http::join(base, "/api/v1/query"),
+        http::encode(expr)
+    );
+    let body: serde_json::Value = http::get_json(&url)?;
+    parse_query_response(&url, &body)
+}
+
+/// Decodes an instant-query response body (`resultType` vector or scalar).
+pub fn parse_query_response(
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<Vec<Series>, http::Error> {
+    let bad = |m: &str| http::Error::Decode {
+        url: url.to_string(),
+        message: m.to_string(),
+    };
+    if body.get("status").and_then(|s| s.as_str()) != Some("success") {
+        let err = body
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("no status");
+        return Err(bad(&format!("query failed: {err}")));
+    }
+    let data = body.get("data").ok_or_else(|| bad("no `data`"))?;
+    let value_of =
+        |v: &serde_json::Value| -> Option<f64> { parse_value(v.as_array()?.get(1)?.as_str()?) };
+    match data.get("resultType").and_then(|t| t.as_str()) {
+        Some("vector") => data
+            .get("result")
+            .and_then(|r| r.as_array())
+            .ok_or_else(|| bad("`result` is not a list"))?
+            .iter()
+            .map(|item| {
+                let labels = item
+                    .get("metric")
+                    .and_then(|m| m.as_object())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let value = item
+                    .get("value")
+                    .and_then(value_of)
+                    .ok_or_else(|| bad("a series has no numeric `value`"))?;
+                Ok(Series { labels, value })
+            })
+            .collect(),
+        Some("scalar") => {
+            let value = data
+                .get("result")
+                .and_then(value_of)
+                .ok_or_else(|| bad("scalar without a value"))?;
+            Ok(vec![Series {
+                labels: Vec::new(),
+                value,
+            }])
+        }
+        other => Err(bad(&format!("unsupported resultType {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_samples_labels_and_specials() {
+        let text = r#"
+# HELP reqs_total Requests.
+# TYPE reqs_total counter
+reqs_total{code="200",path="/a \"b\"\\c"} 1027 1395066363000
+reqs_total{code="500"} 3
+temp -Inf
+up NaN
+lat_bucket{le="+Inf"} 7
+"#;
+        let s = parse(text).unwrap();
+        assert_eq!(s.len(), 5);
+        assert_eq!(s[0].label("path"), Some("/a \"b\"\\c"));
+        assert_eq!(s[0].value, 1027.0);
+        assert_eq!(s[2].value, f64::NEG_INFINITY);
+        assert!(s[3].value.is_nan());
+        assert_eq!(s[4].label("le"), Some("+Inf"));
+    }
+
+    #[test]
+    fn rejects_malformed_lines_with_line_numbers() {
+        let err = parse("ok 1\nbroken{code=\"200\" 5\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        let err = parse("x_total abc\n").unwrap_err();
+        assert!(err.message.contains("bad value"), "{err}");
+        assert!(parse("<html>oops</html>\n").is_err());
+    }
+
+    fn hist(counts: &[(f64, f64)]) -> Histogram {
+        Histogram {
+            buckets: counts.to_vec(),
+            sum: 0.0,
+            count: counts.last().unwrap().1,
+        }
+    }
+
+    #[test]
+    fn quantile_interpolates_like_prometheus() {
+        let h = hist(&[
+            (0.1, 50.0),
+            (0.2, 90.0),
+            (0.4, 100.0),
+            (f64::INFINITY, 100.0),
+        ]);
+        assert!((h.quantile(0.5).unwrap() - 0.1).abs() < 1e-9);
+        // rank 99 lies 9/10 of the way through the (0.2, 0.4] bucket.
+        assert!((h.quantile(0.99).unwrap() - 0.38).abs() < 1e-9);
+        assert_eq!(
+            hist(&[(1.0, 0.0), (f64::INFINITY, 0.0)]).quantile(0.9),
+            None
+        );
+    }
+
+    #[test]
+    fn delta_subtracts_and_handles_restart() {
+        let a = hist(&[(0.1, 10.0), (f64::INFINITY, 10.0)]);
+        let b = hist(&[(0.1, 12.0), (f64::INFINITY, 20.0)]);
+        let d = b.delta(&a);
+        assert_eq!(d.buckets, vec![(0.1, 2.0), (f64::INFINITY, 10.0)]);
+        assert_eq!(d.count, 10.0);
+        assert_eq!(a.delta(&b), a, "a reset counter yields the later histogram");
+    }
+
+    #[test]
+    fn histogram_sums_over_extra_labels() {
+        let s = parse(
+            "h_bucket{n=\"a\",le=\"1\"} 1\nh_bucket{n=\"b\",le=\"1\"} 2\n\
+             h_bucket{n=\"a\",le=\"+Inf\"} 3\nh_bucket{n=\"b\",le=\"+Inf\"} 4\nh_count{n=\"a\"} 3\n",
+        )
+        .unwrap();
+        let it = s
+            .iter()
+            .map(|x| (x.name.as_str(), x.labels.as_slice(), x.value));
+        let h = Histogram::from_samples(it, "h", &[]).unwrap();
+        assert_eq!(h.buckets, vec![(1.0, 3.0), (f64::INFINITY, 7.0)]);
+        let it = s
+            .iter()
+            .map(|x| (x.name.as_str(), x.labels.as_slice(), x.value));
+        let only_a = Histogram::from_samples(it, "h", &[("n", "a")]).unwrap();
+        assert_eq!(only_a.buckets, vec![(1.0, 1.0), (f64::INFINITY, 3.0)]);
+    }
+
+    #[test]
+    fn decodes_query_api_vectors_and_errors() {
+        let body: serde_json::Value = serde_json::from_str(
+            r#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{"instance":"a"},"value":[1700000000.1,"42"]}]}}"#,
+        )
+        .unwrap();
+        let s = parse_query_response("u", &body).unwrap();
+        assert_eq!(s[0].value, 42.0);
+        assert_eq!(s[0].labels, vec![("instance".into(), "a".into())]);
+        let err: serde_json::Value =
+            serde_json::from_str(r#"{"status":"error","error":"parse error"}"#).unwrap();
+        assert!(
+            parse_query_response("u", &err)
+                .unwrap_err()
+                .to_string()
+                .contains("parse error")
+        );
+    }
+}
