@@ -1,0 +1,240 @@
+//! The host's own data model for what plugins report. It mirrors the WIT types but is
+//! owned by the host, serialisable, and stable across WIT versions, so stored tickets and
+//! observations outlive any one plugin ABI.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentState {
+    Up,
+    Degraded,
+    Down,
+    Unknown,
+}
+
+impl ComponentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentState::Up => "up",
+            ComponentState::Degraded => "degraded",
+            ComponentState::Down => "down",
+            ComponentState::Unknown => "unknown",
+        }
+    }
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Component {
+    pub id: String,
+    pub kind: String,
+    pub address: String,
+    pub state: ComponentState,
+    pub attributes: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricSample {
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+    pub timestamp_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub timestamp_ms: u64,
+    pub component: String,
+    pub severity: Severity,
+    pub message: String,
+    pub attributes: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub source: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub timestamp_ms: u64,
+    pub components: Vec<Component>,
+    pub metrics: Vec<MetricSample>,
+    pub events: Vec<Event>,
+    pub problems: Vec<Problem>,
+}
+
+/// Why a plugin could not observe its subject at all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "kebab-case")]
+pub enum ObserveError {
+    Unreachable(String),
+    BadData(String),
+    Config(String),
+}
+
+impl fmt::Display for ObserveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObserveError::Unreachable(m) => write!(f, "subject unreachable: {m}"),
+            ObserveError::BadData(m) => write!(f, "subject returned bad data: {m}"),
+            ObserveError::Config(m) => write!(f, "plugin configuration: {m}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    pub invariant: String,
+    pub severity: Severity,
+    pub component: String,
+    pub summary: String,
+    /// Kept in the plugin's order: the first items are the most telling.
+    pub evidence: Vec<(String, String)>,
+    pub dedup_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvariantInfo {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamInfo {
+    pub name: String,
+    pub description: String,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionInfo {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub params: Vec<ParamInfo>,
+    pub mutates: bool,
+    pub risk: Risk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Comparison {
+    Greater,
+    Less,
+    Equal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "check", rename_all = "kebab-case")]
+pub enum SignalCheck {
+    Invariant {
+        id: String,
+    },
+    Evidence {
+        key: String,
+        value: String,
+    },
+    ComponentState {
+        kind: String,
+        state: String,
+    },
+    Attribute {
+        key: String,
+        value: String,
+    },
+    Metric {
+        name: String,
+        labels: Labels,
+        comparison: Comparison,
+        threshold: f64,
+    },
+    Event {
+        contains: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Signal {
+    pub description: String,
+    pub check: SignalCheck,
+    pub weight: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureMode {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub signals_for: Vec<Signal>,
+    pub signals_against: Vec<Signal>,
+    pub suggested_action: Option<String>,
+    pub suggested_params: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectMetadata {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub invariants: Vec<InvariantInfo>,
+    pub actions: Vec<ActionInfo>,
+    pub failure_modes: Vec<FailureMode>,
+}
+
+impl SubjectMetadata {
+    /// Finds an action by id or name.
+    pub fn action(&self, id_or_name: &str) -> Option<&ActionInfo> {
+        self.actions
+            .iter()
+            .find(|a| a.id.eq_ignore_ascii_case(id_or_name) || a.name == id_or_name)
+    }
+}

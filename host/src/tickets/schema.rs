@@ -1,0 +1,94 @@
+//! Schema migrations, tracked with `PRAGMA user_version`. Pending steps run in one
+//! transaction together with the version bump, so a crash mid-migration leaves the old
+//! schema intact.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+const MIGRATIONS: &[&str] = &[
+    // v1
+    r#"
+    CREATE TABLE tickets (
+        id            INTEGER PRIMARY KEY,
+        subject       TEXT NOT NULL,
+        dedup_key     TEXT NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('invariant', 'plugin-failure', 'observe-failure')),
+        invariant     TEXT NOT NULL,
+        severity      TEXT NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
+        component     TEXT NOT NULL,
+        summary       TEXT NOT NULL,
+        evidence      TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('open', 'diagnosing', 'diagnosed', 'resolved')),
+        count         INTEGER NOT NULL DEFAULT 1,
+        first_seen    INTEGER NOT NULL,
+        last_seen     INTEGER NOT NULL,
+        opened_tick   INTEGER NOT NULL,
+        last_tick     INTEGER NOT NULL,
+        clear_streak  INTEGER NOT NULL DEFAULT 0,
+        resolved_at   INTEGER,
+        resolution    TEXT,
+        diagnosis     TEXT
+    );
+    -- At most one live ticket per (subject, dedup key): the database itself refuses duplicates.
+    CREATE UNIQUE INDEX tickets_live ON tickets(subject, dedup_key) WHERE status != 'resolved';
+    CREATE INDEX tickets_by_status ON tickets(status, id);
+
+    CREATE TABLE observations (
+        id        INTEGER PRIMARY KEY,
+        subject   TEXT NOT NULL,
+        tick      INTEGER NOT NULL,
+        taken_at  INTEGER NOT NULL,
+        data      TEXT NOT NULL
+    );
+    CREATE INDEX observations_by_subject ON observations(subject, id);
+
+    CREATE TABLE ticket_observations (
+        ticket_id       INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+        observation_id  INTEGER NOT NULL REFERENCES observations(id) ON DELETE CASCADE,
+        PRIMARY KEY (ticket_id, observation_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX ticket_observations_by_obs ON ticket_observations(observation_id);
+
+    CREATE TABLE ticket_events (
+        id         INTEGER PRIMARY KEY,
+        ticket_id  INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+        at         INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    );
+    CREATE INDEX ticket_events_by_ticket ON ticket_events(ticket_id, id);
+
+    CREATE TABLE heartbeat (
+        subject       TEXT PRIMARY KEY,
+        tick          INTEGER NOT NULL,
+        last_tick_at  INTEGER NOT NULL,
+        duration_ms   REAL NOT NULL,
+        ok            INTEGER NOT NULL,
+        error         TEXT,
+        pid           INTEGER NOT NULL
+    );
+    "#,
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database up to [`SCHEMA_VERSION`]. Refuses a database from a newer operator.
+/// The version is read inside an immediate (write-locked) transaction, so two processes
+/// opening a fresh database at once cannot both run the same migration.
+pub fn migrate(conn: &mut Connection) -> Result<(), super::StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > SCHEMA_VERSION {
+        return Err(super::StoreError::TooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for sql in MIGRATIONS.iter().skip(current as usize) {
+        tx.execute_batch(sql)?;
+    }
+    if current < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
