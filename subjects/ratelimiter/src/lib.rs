@@ -1,0 +1,43 @@
+//! The rate limiter subject: `services/ratelimiter` nodes sharing one Redis.
+//!
+//! Settings (`--set key=value`):
+//! - `nodes` (required): the nodes' base URLs, comma-separated.
+//! - `redis`: the shared Redis (`redis://host:port`), read directly and read-only.
+//! - `prometheus`: optional; the nodes' own `/metrics` are enough.
+//! - thresholds: `latency_p99_ms` (100), `latency_min_samples` (20), `heartbeat_stale_ms`
+//!   (3000), `drift_tolerance` (0.1 of the limit, at least 2), `hot_key_share` (0.5),
+//!   `hot_key_min_decisions` (200), `ttl_scan_limit` (1000).
+//!
+//! This crate is also the model for third-party subjects: `observe` turns every source
+//! into components, metric samples and events; `check_invariants` is a pure function of
+//! the recent observations; actions and failure modes are plain data in `metadata`.
+
+mod actions;
+mod invariants;
+mod metadata;
+mod observe;
+
+use operator_sdk::prelude::*;
+
+struct RateLimiter;
+
+impl Subject for RateLimiter {
+    fn metadata() -> Metadata {
+        metadata::metadata()
+    }
+
+    fn observe() -> Result<Observation, ObserveError> {
+        observe::observe()
+    }
+
+    fn check_invariants(history: Vec<Observation>) -> Vec<Violation> {
+        let thresholds = invariants::Thresholds::from_config();
+        invariants::check(&history, &thresholds)
+    }
+
+    fn execute(action: String, params: Vec<Kv>) -> Result<String, ActionError> {
+        actions::execute(&action, &params)
+    }
+}
+
+operator_sdk::export_subject!(RateLimiter);
