@@ -1,0 +1,37 @@
+//! Test guest: allocates without bound in observe
+
+use operator_sdk::prelude::*;
+
+struct Guest;
+
+impl Subject for Guest {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "hog".into(),
+            version: "0.0.0".into(),
+            description: "allocates without bound in observe".into(),
+            invariants: vec![],
+            actions: vec![],
+            failure_modes: vec![],
+        }
+    }
+
+    fn observe() -> Result<Observation, ObserveError> {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            // Touch every page so the memory is really used, not just reserved.
+            hoard.push(vec![0xA5; 1 << 20]);
+            std::hint::black_box(&hoard);
+        }
+    }
+
+    fn check_invariants(_history: Vec<Observation>) -> Vec<Violation> {
+        vec![]
+    }
+
+    fn execute(action: String, _params: Vec<Kv>) -> Result<String, ActionError> {
+        Err(ActionError::UnknownAction(action))
+    }
+}
+
+operator_sdk::export_subject!(Guest);

@@ -1,0 +1,35 @@
+//! Test guest: loops forever in observe
+
+use operator_sdk::prelude::*;
+
+struct Guest;
+
+impl Subject for Guest {
+    fn metadata() -> Metadata {
+        Metadata {
+            name: "spin".into(),
+            version: "0.0.0".into(),
+            description: "loops forever in observe".into(),
+            invariants: vec![],
+            actions: vec![],
+            failure_modes: vec![],
+        }
+    }
+
+    fn observe() -> Result<Observation, ObserveError> {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    fn check_invariants(_history: Vec<Observation>) -> Vec<Violation> {
+        vec![]
+    }
+
+    fn execute(action: String, _params: Vec<Kv>) -> Result<String, ActionError> {
+        Err(ActionError::UnknownAction(action))
+    }
+}
+
+operator_sdk::export_subject!(Guest);
