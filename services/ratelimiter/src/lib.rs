@@ -12,6 +12,16 @@ pub mod registry;
 pub mod script;
 pub mod store;
 
+/// An HTTP client builder for the load generator and tests.
+///
+/// In a workspace build reqwest's features unify with the host's, which carries rustls
+/// without a default crypto provider; building a client then panics unless one is
+/// installed. Installing ring here keeps `loadgen` working in either build.
+pub fn http_client() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;

@@ -206,7 +206,7 @@ async fn run(args: Args) -> anyhow::Result<Summary> {
             .map(|k| serde_json::json!({ "key": k, "cost": args.cost }).to_string())
             .collect(),
     );
-    let client = reqwest::Client::builder()
+    let client = ratelimiter::http_client()
         .pool_max_idle_per_host(args.concurrency)
         .tcp_nodelay(true)
         .timeout(args.timeout)

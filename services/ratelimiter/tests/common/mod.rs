@@ -217,7 +217,7 @@ impl Drop for Node {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    ratelimiter::http_client()
         .timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(256)
         .build()
