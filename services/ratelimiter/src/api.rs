@@ -290,12 +290,11 @@ async fn key_view(node: &Node, key: &str) -> Value {
     let start = index * window;
     let elapsed = now - start;
     let local = node.local.view(key, window, local_now);
-    let (allowed, denied) = node
-        .metrics
-        .keys
-        .get(key)
-        .map(|s| s.in_window(index))
-        .unwrap_or((0, 0));
+    let stats = node.metrics.keys.get(key);
+    let tally = |i: u64| stats.as_ref().map(|s| s.in_window(i)).unwrap_or((0, 0));
+    let (allowed, denied) = tally(index);
+    // The previous window is complete, so summing it across nodes gives an exact total.
+    let (prev_allowed, prev_denied) = tally(index.wrapping_sub(1));
     let redis = peek.map(|p| {
         json!({
             "current": p.current,
@@ -318,6 +317,8 @@ async fn key_view(node: &Node, key: &str) -> Value {
         "local": local,
         "allowed_in_window": allowed,
         "denied_in_window": denied,
+        "allowed_in_previous_window": prev_allowed,
+        "denied_in_previous_window": prev_denied,
         "window_of_tallies": index,
     })
 }

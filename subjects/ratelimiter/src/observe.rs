@@ -51,6 +51,11 @@ struct CounterView {
     local: LocalView,
     allowed_in_window: f64,
     denied_in_window: f64,
+    /// Tallies of the window before `window_of_tallies`, complete by now.
+    #[serde(default)]
+    allowed_in_previous_window: f64,
+    #[serde(default)]
+    denied_in_previous_window: f64,
     window_of_tallies: i64,
 }
 
@@ -241,6 +246,7 @@ fn observe_node(snap: &mut Snapshot, url: &str, view_keys: &mut BTreeMap<String,
                 let windows = view_keys.entry(v.key.clone()).or_default();
                 windows.insert(v.window_index);
                 windows.insert(v.window_of_tallies);
+                windows.insert(v.window_of_tallies - 1);
             }
         }
         // 503 while the node cannot reach Redis is expected, not a data problem.
@@ -250,18 +256,22 @@ fn observe_node(snap: &mut Snapshot, url: &str, view_keys: &mut BTreeMap<String,
 }
 
 fn record_view(snap: &mut Snapshot, node: &str, v: &CounterView) {
-    let tally_window = v.window_of_tallies.to_string();
     let key = v.key.as_str();
-    snap.metric(
-        "rl_view_allowed_in_window",
-        &[("node", node), ("key", key), ("window", &tally_window)],
-        v.allowed_in_window,
-    );
-    snap.metric(
-        "rl_view_denied_in_window",
-        &[("node", node), ("key", key), ("window", &tally_window)],
-        v.denied_in_window,
-    );
+    // The current window is still filling; the previous one is complete, which is what
+    // makes a sum across nodes exact.
+    for (window, allowed, denied) in [
+        (v.window_of_tallies, v.allowed_in_window, v.denied_in_window),
+        (
+            v.window_of_tallies - 1,
+            v.allowed_in_previous_window,
+            v.denied_in_previous_window,
+        ),
+    ] {
+        let window = window.to_string();
+        let labels = [("node", node), ("key", key), ("window", window.as_str())];
+        snap.metric("rl_view_allowed_in_window", &labels, allowed);
+        snap.metric("rl_view_denied_in_window", &labels, denied);
+    }
     snap.metric("rl_view_limit", &[("node", node), ("key", key)], v.limit);
     snap.metric(
         "rl_view_window_ms",

@@ -1,0 +1,91 @@
+//! The bundled rate limiter subject must stay quiet on a healthy cluster under load, denials
+//! included, and must turn malformed node answers into observation problems, not traps.
+
+mod common;
+
+use common::Cluster;
+use operator_tests::processes::{http, violated, workspace_bin};
+use operator_tests::support::JsonServer;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The sum of a counter over every series whose line starts with `series`.
+fn metric_sum(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_healthy_cluster_under_load_opens_no_ticket_in_two_minutes() {
+    let cluster = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let run = cluster.operator(dir.path().join("healthy.db"));
+    let started = Instant::now();
+    let mut ticks = 0;
+    while started.elapsed() < Duration::from_secs(120) {
+        let t = run.next_tick("healthy ticks", Duration::from_secs(30));
+        assert_eq!(t["status"], "ok", "every tick observes the cluster: {t}");
+        assert!(violated(&t).is_empty(), "no violation when healthy: {t}");
+        assert_eq!(t["problems"], Value::Array(vec![]), "{t}");
+        ticks += 1;
+    }
+    assert!(
+        ticks >= 60,
+        "the monitor kept its 1 s cadence ({ticks} ticks)"
+    );
+    assert!(run.tickets().is_empty(), "no ticket: {:?}", run.tickets());
+    // The load really hit the limit: denials are normal and must not count as faults.
+    let mut denied = 0.0;
+    let mut allowed = 0.0;
+    for url in cluster.urls() {
+        let (status, text) = http("GET", &format!("{url}/metrics"), "").unwrap();
+        assert_eq!(status, 200);
+        denied += metric_sum(&text, "ratelimiter_decisions_total{result=\"denied\"}");
+        allowed += metric_sum(&text, "ratelimiter_decisions_total{result=\"allowed\"}");
+    }
+    println!("healthy run: {ticks} ticks, {allowed} allowed, {denied} denied, no ticket");
+    assert!(
+        denied > 1000.0,
+        "the tight key was held at its limit ({denied} denied)"
+    );
+}
+
+/// One `operator run --once` against a fake node answering every path with `body`.
+fn once_against(body: &str) -> Value {
+    let node = JsonServer::start(body);
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace_bin("operator"))
+        .args(["run", "--once", "--output", "json", "--log", "error"])
+        .args(["--subject", "ratelimiter", "--set"])
+        .arg(format!("nodes={}", node.url()))
+        .arg("--db")
+        .arg(dir.path().join("t.db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON tick report")
+}
+
+#[test]
+fn malformed_node_answers_are_observation_problems_not_traps() {
+    // Garbage everywhere: /healthz cannot be read, the node is up but misbehaving.
+    let t = once_against("{not json");
+    assert_eq!(t["status"], "ok", "{t}");
+    let problems = t["problems"].to_string();
+    assert!(problems.contains("malformed /healthz"), "{t}");
+    // A good /healthz, but the same JSON served as /metrics is not Prometheus text.
+    let t = once_against(
+        r#"{"node":"n1","status":"ok","redis":"ok","mode":"normal","policy":"fail-open"}"#,
+    );
+    assert_eq!(t["status"], "ok", "{t}");
+    let problems = t["problems"].to_string();
+    assert!(problems.contains("malformed /metrics"), "{t}");
+    assert!(t["error"].is_null(), "no plugin failure: {t}");
+}
