@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# A live local rate limiter cluster as plain processes (no Docker): one redis-server, three
+# `ratelimiter` nodes with chaos switches on, and a steady `loadgen`; then the operator
+# watching it in the foreground. Ctrl-C stops the operator and tears the cluster down.
+#
+# Env: RL_REDIS_PORT (6390), RL_BASE_PORT (7000: nodes on 7001..7003), OPERATOR_DB
+# (operator.db), OPERATOR_INTERVAL (2s), LOAD_RATE (150 req/s).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+redis_port=${RL_REDIS_PORT:-6390}
+base=${RL_BASE_PORT:-7000}
+db=${OPERATOR_DB:-operator.db}
+interval=${OPERATOR_INTERVAL:-2s}
+rate=${LOAD_RATE:-150}
+
+command -v redis-server >/dev/null || {
+  echo "redis-server is not installed (Debian: apt-get install redis-server)" >&2
+  exit 1
+}
+cargo build --release -p operator -p ratelimiter
+bin=$root/target/release
+
+logs=$(mktemp -d -t operator-live.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "cluster stopped; logs kept in $logs" >&2
+}
+trap cleanup EXIT INT TERM
+
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+  >"$logs/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+  redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+nodes=()
+for i in 1 2 3; do
+  port=$((base + i))
+  "$bin/ratelimiter" --listen "127.0.0.1:$port" --redis "redis://127.0.0.1:$redis_port/" \
+    --node-id "node-$i" --policy fail-open --chaos >"$logs/node-$i.log" 2>&1 &
+  pids+=($!)
+  nodes+=("http://127.0.0.1:$port")
+done
+list=$(IFS=,; echo "${nodes[*]}")
+sleep 1
+curl -fsS -XPUT "${nodes[0]}/v1/limits/_default" -d '{"limit":50,"window_ms":1000}' >/dev/null
+
+"$bin/loadgen" --target "$list" --rate "$rate" --duration 24h --keys 200 --zipf 1.0 \
+  >"$logs/loadgen.log" 2>&1 &
+pids+=($!)
+
+cat >&2 <<TXT
+cluster up: redis on $redis_port, nodes $list (chaos on), load $rate req/s; logs in $logs
+try a fault from another shell, for example:
+  kill \$(pgrep -f 'node-id node-2')                          # MON-01
+  curl -XPOST ${nodes[0]}/v1/chaos -d '{"redis_latency_ms":150}' # MON-03
+  redis-cli -p $redis_port SET rl:w:stuck:1 5                 # MON-06
+TXT
+
+"$bin/operator" run --subject ratelimiter \
+  --set "nodes=$list" --set "redis=redis://127.0.0.1:$redis_port" \
+  --interval "$interval" --db "$db"
