@@ -19,7 +19,7 @@ command -v redis-server >/dev/null || {
   echo "redis-server is not installed (Debian: apt-get install redis-server)" >&2
   exit 1
 }
-cargo build --release -p operator -p ratelimiter
+cargo build --release
 bin=$root/target/release
 
 logs=$(mktemp -d -t operator-live.XXXXXX)
@@ -29,7 +29,9 @@ cleanup() {
   wait 2>/dev/null || true
   echo "cluster stopped; logs kept in $logs" >&2
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+# The operator gets the same Ctrl-C, finishes its tick and exits; then we tear down.
+trap 'exit 130' INT TERM
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
   >"$logs/redis.log" 2>&1 &
