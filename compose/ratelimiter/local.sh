@@ -67,4 +67,6 @@ TXT
 
 "$bin/operator" run --subject ratelimiter \
   --set "nodes=$list" --set "redis=redis://127.0.0.1:$redis_port" \
+  --set "log.node-1=file:$logs/node-1.log" --set "log.node-2=file:$logs/node-2.log" \
+  --set "log.node-3=file:$logs/node-3.log" \
   --interval "$interval" --db "$db"

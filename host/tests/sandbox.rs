@@ -295,3 +295,69 @@ fn guest_good() {
             .any(|t| t.kind == "observe-failure")
     );
 }
+
+/// The `logs` import, from both kinds of source the user can name: a file, and a real
+/// container's log through the Docker engine. Only configured components have a log.
+#[test]
+fn guest_good_reads_logs_from_a_file_and_from_docker() {
+    use operator_tests::docker::Container;
+    let server = JsonServer::start(
+        r#"{"components":[{"id":"a","healthy":true},{"id":"b","healthy":true},{"id":"c","healthy":true}]}"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.log");
+    std::fs::write(
+        &file,
+        "2026-11-25T08:00:00Z  INFO node: listening\n\
+         2026-11-25T08:00:01Z  WARN node: redis call took 900ms\n\
+         2026-11-25T08:00:02Z ERROR node: redis unreachable: connection refused\n",
+    )
+    .unwrap();
+    let name = format!("operator-logs-test-{}", std::process::id());
+    let container = Container::busybox(
+        &name,
+        "echo 'level=info msg=started'; echo 'level=error msg=\"disk full\"' >&2; sleep 60",
+    );
+    container.wait_for_log("disk full");
+    let plugin = load(
+        guests::GUEST_GOOD,
+        Limits::default(),
+        &[
+            ("target", server.url()),
+            ("log.a", format!("file:{}", file.display())),
+            ("log.b", format!("docker:{name}")),
+        ],
+    )
+    .unwrap();
+    let obs = plugin.session().unwrap().observe().unwrap().unwrap();
+    let lines: Vec<(&str, &str)> = obs
+        .events
+        .iter()
+        .map(|e| (e.component.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(lines.len(), 3, "warnings and errors only: {lines:?}");
+    assert!(
+        lines[0]
+            == (
+                "a",
+                "2026-11-25T08:00:01Z  WARN node: redis call took 900ms"
+            )
+    );
+    assert!(lines[1].0 == "a" && lines[1].1.contains("redis unreachable"));
+    assert!(
+        lines[2].0 == "b" && lines[2].1.contains("disk full"),
+        "stderr of the container: {lines:?}"
+    );
+    assert!(obs.problems.is_empty(), "{:?}", obs.problems);
+
+    // A source that cannot be read is a problem of that component, not a failed tick.
+    drop(container);
+    let obs = plugin.session().unwrap().observe().unwrap().unwrap();
+    assert_eq!(obs.problems.len(), 1, "{:?}", obs.problems);
+    assert_eq!(obs.problems[0].source, "b");
+    assert!(
+        obs.problems[0].message.contains(&name),
+        "{}",
+        obs.problems[0].message
+    );
+}

@@ -3,7 +3,7 @@
 //! A subject plugin is a `wasm32-wasip2` component built against the `operator:subject` WIT
 //! package. This crate owns the generated bindings and the helpers most subjects need:
 //! HTTP and JSON over the host's `http` import, a Prometheus text parser and HTTP API
-//! client, read-only Redis access, config lookup and logging.
+//! client, read-only Redis access, component logs, config lookup and logging.
 //!
 //! ```ignore
 //! use operator_sdk::prelude::*;
@@ -39,6 +39,7 @@ pub mod config;
 pub mod history;
 pub mod http;
 pub mod log;
+pub mod logs;
 pub mod prometheus;
 pub mod redis;
 
@@ -69,7 +70,7 @@ pub mod prelude {
         InvariantInfo, Kv, Metadata, MetricCheck, MetricSample, Observation, ObserveError,
         ParamInfo, Problem, Risk, Severity, Signal, SignalCheck, Subject, Violation, kv, now_ms,
     };
-    pub use crate::{config, http, log, prometheus, redis};
+    pub use crate::{config, http, log, logs, prometheus, redis};
 }
 
 /// Builds a [`Kv`].

@@ -89,3 +89,84 @@ fn malformed_node_answers_are_observation_problems_not_traps() {
     assert!(problems.contains("malformed /metrics"), "{t}");
     assert!(t["error"].is_null(), "no plugin failure: {t}");
 }
+
+/// `operator action` against real nodes: observe-only unless `--allow-actions`, and then the
+/// change really lands (through the management API, in Redis, for every node).
+#[test]
+fn actions_run_through_the_host_only_when_allowed() {
+    use operator_tests::processes::{Node, Redis};
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "node-a", &[]);
+    let b = Node::start(&redis.url(), "node-b", &[]);
+    let nodes = format!("nodes={},{}", a.url(), b.url());
+    let action = |args: &[&str]| {
+        Command::new(workspace_bin("operator"))
+            .args(["action"])
+            .args(args)
+            .args([
+                "--subject",
+                "ratelimiter",
+                "--set",
+                &nodes,
+                "--log",
+                "error",
+            ])
+            .output()
+            .unwrap()
+    };
+    let check = |node: &Node| {
+        http(
+            "POST",
+            &format!("{}/v1/check", node.url()),
+            r#"{"key":"abuser"}"#,
+        )
+        .unwrap()
+        .0
+    };
+    assert_eq!(check(&b), 200);
+
+    let refused = action(&["ACT-03", "--param", "key=abuser"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--allow-actions"), "{err}");
+    assert_eq!(check(&b), 200, "nothing changed without permission");
+
+    let done = action(&["block-key", "--param", "key=abuser", "--allow-actions"]);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert_eq!(check(&b), 429, "blocked on the other node too");
+
+    let done = action(&[
+        "ACT-02",
+        "--param",
+        "key=_default",
+        "--param",
+        "limit=7",
+        "--param",
+        "window_ms=60000",
+        "--allow-actions",
+        "--output",
+        "json",
+    ]);
+    assert!(done.status.success());
+    let out: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(out["ok"], true, "{out}");
+    let (_, limits) = http("GET", &format!("{}/v1/limits", b.url()), "").unwrap();
+    let limits: Value = serde_json::from_str(&limits).unwrap();
+    assert_eq!(limits["default"]["limit"], 7, "{limits}");
+
+    let bad = action(&[
+        "ACT-02",
+        "--param",
+        "key=x",
+        "--param",
+        "limit=lots",
+        "--allow-actions",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("must be a whole number"), "{err}");
+}

@@ -7,8 +7,8 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
+pub use self::operator::subject::types as wit;
 pub use exports::operator::subject::plugin::Guest as PluginExports;
-pub use operator::subject::types as wit;
 
 fn labels(kvs: Vec<wit::Kv>) -> model::Labels {
     kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()

@@ -4,6 +4,8 @@
 //! - `nodes` (required): the nodes' base URLs, comma-separated.
 //! - `redis`: the shared Redis (`redis://host:port`), read directly and read-only.
 //! - `prometheus`: optional; the nodes' own `/metrics` are enough.
+//! - `log.<node-id>` or `log.<host:port>`: optional log source of a node (`file:/path` or
+//!   `docker:<container>`); its warning and error lines become events.
 //! - thresholds: `latency_p99_ms` (100), `latency_min_samples` (20), `heartbeat_stale_ms`
 //!   (3000), `drift_tolerance` (0.1 of the limit, at least 2), `hot_key_share` (0.5),
 //!   `hot_key_min_decisions` (200), `ttl_scan_limit` (1000).

@@ -165,6 +165,7 @@ pub fn observe() -> Result<Observation, ObserveError> {
     if let Some(prom) = config::get("prometheus") {
         observe_prometheus(&mut snap, &prom);
     }
+    observe_logs(&mut snap);
     Ok(Observation {
         timestamp_ms: snap.now,
         components: snap.components,
@@ -518,6 +519,33 @@ fn scan_ttls(snap: &mut Snapshot, url: &str) {
             "key without TTL".into(),
             vec![kv("key", name), kv("value", value)],
         );
+    }
+}
+
+/// Warning and error lines from the logs of nodes the user gave a log source for, as
+/// `log.<node-id>` or `log.<host:port>`. Runs after the registry, which names down nodes.
+fn observe_logs(snap: &mut Snapshot) {
+    let nodes: Vec<(String, Option<String>)> = snap
+        .components
+        .iter()
+        .filter(|c| c.kind == "node")
+        .map(|c| (c.id.clone(), c.attr("node_id").map(String::from)))
+        .collect();
+    for (id, node_id) in nodes {
+        let Some(source) = node_id
+            .into_iter()
+            .chain([id.clone()])
+            .find(|k| logs::configured(k))
+        else {
+            continue;
+        };
+        match logs::events(&source, 200, 10, snap.now) {
+            Ok(events) => snap.events.extend(events.into_iter().map(|mut e| {
+                e.component = id.clone();
+                e
+            })),
+            Err(e) => snap.problem(&id, format!("reading the log of {source}: {e}")),
+        }
     }
 }
 

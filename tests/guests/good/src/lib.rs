@@ -1,7 +1,8 @@
 //! Test guest: a well-behaved subject driven by a local HTTP server.
 //!
 //! `GET {target}/state` returns `{"components":[{"id":"a","healthy":true}, ...]}`;
-//! invariant GOOD-01 says every component is healthy. `execute("poke")` POSTs to
+//! invariant GOOD-01 says every component is healthy. A component with a configured log
+//! source (`log.<id>`) adds its warning and error lines as events. `execute("poke")` POSTs to
 //! `{target}/poke` (a mutating action), `execute("ping")` GETs (read-only).
 
 use operator_sdk::prelude::*;
@@ -53,7 +54,7 @@ impl Subject for Good {
                 ObserveError::BadData(e.to_string())
             }
         })?;
-        let components = state["components"]
+        let components: Vec<Component> = state["components"]
             .as_array()
             .ok_or_else(|| ObserveError::BadData(format!("{url}: no `components` list")))?
             .iter()
@@ -72,12 +73,26 @@ impl Subject for Good {
                 }
             })
             .collect();
+        // Components with a log source the user configured contribute their warnings.
+        let mut events = Vec::new();
+        let mut problems = Vec::new();
+        for c in &components {
+            if logs::configured(&c.id) {
+                match logs::events(&c.id, 100, 10, now_ms()) {
+                    Ok(e) => events.extend(e),
+                    Err(message) => problems.push(Problem {
+                        source: c.id.clone(),
+                        message,
+                    }),
+                }
+            }
+        }
         Ok(Observation {
             timestamp_ms: now_ms(),
             components,
             metrics: vec![],
-            events: vec![],
-            problems: vec![],
+            events,
+            problems,
         })
     }
 
