@@ -106,10 +106,9 @@ fn node_unreachable(
     t: &Thresholds,
     out: &mut Vec<Violation>,
 ) {
-    let registry_readable = cur
-        .component("redis")
-        .is_some_and(|r| r.state == ComponentState::Up);
     for n in nodes(cur) {
+        // Set only when someone (Redis directly, or a node's /v1/nodes) read the registry.
+        let registry_readable = n.attr("registry_source").is_some();
         let name = node_name(&n.id, history);
         let age: Option<f64> = n.attr("heartbeat_age_ms").and_then(|a| a.parse().ok());
         let mut evidence = vec![
@@ -123,6 +122,7 @@ fn node_unreachable(
             "mode",
             "registered",
             "heartbeat_age_ms",
+            "registry_source",
         ] {
             if let Some(v) = n.attr(key) {
                 evidence.push(kv(key, v));

@@ -153,14 +153,22 @@ pub fn observe() -> Result<Observation, ObserveError> {
     for url in &nodes {
         observe_node(&mut snap, url, &mut view_keys);
     }
-    match config::get("redis") {
+    let redis_read = match config::get("redis") {
         Some(redis_url) => observe_redis(&mut snap, &redis_url, &view_keys),
-        None => snap.event(
-            "",
-            Severity::Info,
-            "no `redis` setting: registry, authoritative counts and TTLs are not checked".into(),
-            vec![],
-        ),
+        None => {
+            snap.event(
+                "",
+                Severity::Info,
+                "no `redis` setting: authoritative counts and TTLs are not checked".into(),
+                vec![],
+            );
+            false
+        }
+    };
+    if !redis_read {
+        // The nodes may still reach Redis when the operator cannot: take the registry
+        // from their management API instead.
+        observe_registry_via_nodes(&mut snap, &nodes);
     }
     if let Some(prom) = config::get("prometheus") {
         observe_prometheus(&mut snap, &prom);
@@ -301,7 +309,12 @@ fn record_view(snap: &mut Snapshot, node: &str, v: &CounterView) {
     );
 }
 
-fn observe_redis(snap: &mut Snapshot, url: &str, view_keys: &BTreeMap<String, BTreeSet<i64>>) {
+/// Reads Redis directly. Returns false when Redis could not be read at all.
+fn observe_redis(
+    snap: &mut Snapshot,
+    url: &str,
+    view_keys: &BTreeMap<String, BTreeSet<i64>>,
+) -> bool {
     let mut attrs = Vec::new();
     let info = match redis::info(url, None) {
         Ok(info) => info,
@@ -321,7 +334,7 @@ fn observe_redis(snap: &mut Snapshot, url: &str, view_keys: &BTreeMap<String, BT
             if !unreachable {
                 snap.problem("redis", e.to_string());
             }
-            return;
+            return false;
         }
     };
     attrs.push(kv("reachable", "true"));
@@ -383,6 +396,7 @@ fn observe_redis(snap: &mut Snapshot, url: &str, view_keys: &BTreeMap<String, BT
     } else {
         snap.metric("rl_redis_keys_without_ttl", &[], 0.0);
     }
+    true
 }
 
 fn observe_registry(snap: &mut Snapshot, url: &str, redis_now: u64) {
@@ -390,37 +404,84 @@ fn observe_registry(snap: &mut Snapshot, url: &str, redis_now: u64) {
         Ok(n) => n,
         Err(e) => return snap.problem("redis", format!("scanning the node registry: {e}")),
     };
-    if names.is_empty() {
-        return;
-    }
-    let mut args = vec!["MGET"];
-    args.extend(names.iter().map(String::as_str));
-    let values = match redis::command(url, &args) {
-        Ok(Value::Array(v)) => v,
-        Ok(_) => return,
-        Err(e) => return snap.problem("redis", format!("reading the node registry: {e}")),
-    };
-    for (name, value) in names.iter().zip(values) {
-        let Some(text) = value.as_string() else {
-            continue;
+    let mut entries = Vec::new();
+    if !names.is_empty() {
+        let mut args = vec!["MGET"];
+        args.extend(names.iter().map(String::as_str));
+        let values = match redis::command(url, &args) {
+            Ok(Value::Array(v)) => v,
+            Ok(_) => vec![],
+            Err(e) => return snap.problem("redis", format!("reading the node registry: {e}")),
         };
-        let entry: RegistryEntry = match serde_json::from_str(&text) {
-            Ok(e) => e,
-            Err(e) => {
-                snap.problem(
+        for (name, value) in names.iter().zip(values) {
+            let Some(text) = value.as_string() else {
+                continue;
+            };
+            match serde_json::from_str::<RegistryEntry>(&text) {
+                Ok(e) => {
+                    let age = redis_now.saturating_sub(e.last_heartbeat_ms);
+                    entries.push((e, age));
+                }
+                Err(e) => snap.problem(
                     "redis",
                     format!("registry entry {name} is not valid JSON: {e}"),
-                );
-                continue;
+                ),
             }
-        };
-        let age = redis_now.saturating_sub(entry.last_heartbeat_ms);
+        }
+    }
+    attach_registry(snap, entries, "redis");
+}
+
+#[derive(Deserialize)]
+struct NodeList {
+    nodes: Vec<RegistryEntryAged>,
+}
+
+#[derive(Deserialize)]
+struct RegistryEntryAged {
+    #[serde(flatten)]
+    entry: RegistryEntry,
+    /// Measured by the node on the Redis clock.
+    age_ms: u64,
+}
+
+/// The registry as the first answering node reads it (`GET /v1/nodes`).
+fn observe_registry_via_nodes(snap: &mut Snapshot, nodes: &[String]) {
+    for url in nodes {
+        let id = node_component_id(url);
+        let answering = snap
+            .components
+            .iter()
+            .any(|c| c.id == id && c.attr("reachable") == Some("true"));
+        if !answering {
+            continue;
+        }
+        match http::get_json::<NodeList>(&http::join(url, "/v1/nodes")) {
+            Ok(list) => {
+                let entries = list
+                    .nodes
+                    .into_iter()
+                    .map(|n| (n.entry, n.age_ms))
+                    .collect();
+                return attach_registry(snap, entries, &id);
+            }
+            // 503: this node cannot reach Redis either; another one may.
+            Err(http::Error::Status { status: 503, .. }) => {}
+            Err(e) => snap.problem(&id, format!("cannot read /v1/nodes: {e}")),
+        }
+    }
+}
+
+/// Attaches heartbeats to the configured nodes they belong to (by id or address), adds
+/// registered nodes nobody configured, and marks configured nodes missing from it.
+/// `source` says who read the registry: `redis`, or the node that served `/v1/nodes`.
+fn attach_registry(snap: &mut Snapshot, entries: Vec<(RegistryEntry, u64)>, source: &str) {
+    for (entry, age) in entries {
         snap.metric(
             "rl_heartbeat_age_ms",
             &[("node_id", &entry.id), ("addr", &entry.addr)],
             age as f64,
         );
-        // Attach the heartbeat to the configured node it belongs to, by id or address.
         let owner = snap.components.iter_mut().find(|c| {
             c.kind == "node" && (c.attr("node_id") == Some(entry.id.as_str()) || c.id == entry.addr)
         });
@@ -428,6 +489,7 @@ fn observe_registry(snap: &mut Snapshot, url: &str, redis_now: u64) {
             Some(c) => {
                 c.attributes.push(kv("registered", "true"));
                 c.attributes.push(kv("heartbeat_age_ms", age));
+                c.attributes.push(kv("registry_source", source));
                 if c.attr("node_id").is_none() {
                     c.attributes.push(kv("node_id", &entry.id));
                 }
@@ -447,6 +509,7 @@ fn observe_registry(snap: &mut Snapshot, url: &str, redis_now: u64) {
                     kv("node_id", &entry.id),
                     kv("mode", &entry.mode),
                     kv("heartbeat_age_ms", age),
+                    kv("registry_source", source),
                 ],
             }),
         }
@@ -457,6 +520,7 @@ fn observe_registry(snap: &mut Snapshot, url: &str, redis_now: u64) {
         .filter(|c| c.kind == "node" && c.attr("registered").is_none())
     {
         c.attributes.push(kv("registered", "false"));
+        c.attributes.push(kv("registry_source", source));
     }
 }
 

@@ -1,5 +1,7 @@
-//! The bundled rate limiter subject must stay quiet on a healthy cluster under load, denials
-//! included, and must turn malformed node answers into observation problems, not traps.
+//! The bundled rate limiter subject through the real host: quiet on a healthy cluster under
+//! load (denials included), malformed node answers become observation problems rather than
+//! traps, the registry is read through the nodes when Redis is not given, and actions run
+//! only when allowed.
 
 mod common;
 
@@ -169,4 +171,53 @@ fn actions_run_through_the_host_only_when_allowed() {
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("must be a whole number"), "{err}");
+}
+
+/// Without a `redis` setting the plugin reads the registry through a node's `/v1/nodes`; a
+/// registered node with a heartbeat long gone still trips MON-01.
+#[test]
+fn without_redis_access_the_registry_comes_from_the_nodes() {
+    use operator_tests::processes::{Node, Redis};
+    let redis = Redis::start();
+    let a = Node::start(&redis.url(), "node-a", &[]);
+    // A node that registered once and died without its entry expiring yet.
+    let ghost = r#"{"id":"ghost","addr":"127.0.0.1:9","mode":"normal","last_heartbeat_ms":1000,"started_ms":1000,"policy":"fail-open"}"#;
+    assert_eq!(
+        redis
+            .command(&["SET", "rl:node:ghost", ghost, "EX", "120"])
+            .unwrap(),
+        "+OK"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace_bin("operator"))
+        .args(["run", "--once", "--output", "json", "--log", "error"])
+        .args(["--subject", "ratelimiter", "--set"])
+        .arg(format!("nodes={}", a.url()))
+        .arg("--db")
+        .arg(dir.path().join("t.db"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tick: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let violations = tick["violations"].as_array().unwrap();
+    assert_eq!(violations.len(), 1, "only the ghost: {tick}");
+    let v = &violations[0];
+    assert_eq!(v["invariant"], "MON-01");
+    assert_eq!(v["component"], "127.0.0.1:9");
+    let evidence: Vec<(String, String)> = serde_json::from_value(v["evidence"].clone()).unwrap();
+    let get = |k: &str| {
+        evidence
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        get("registry_source"),
+        Some(format!("127.0.0.1:{}", a.port).as_str())
+    );
+    assert!(get("heartbeat_age_ms").unwrap().parse::<u64>().unwrap() > 1_000_000);
 }
