@@ -69,70 +69,62 @@ fn garbage_and_truncated_wasm_are_refused_clearly() {
 
 #[test]
 fn bad_flags_name_what_is_wrong() {
-    let o = run(&[
-        "run",
-        "--subject",
-        "ratelimiter",
-        "--interval",
-        "soon",
-        "--once",
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("--interval `soon` is not valid"),
-        "{}",
-        stderr(&o)
-    );
-
-    let o = run(&["run", "--subject", "nosuch", "--once"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("no bundled subject `nosuch` (bundled: ratelimiter, tikv)"),
-        "{}",
-        stderr(&o)
-    );
-
-    let o = run(&[
-        "run",
-        "--subject",
-        "ratelimiter",
-        "--allow",
-        "not-an-origin",
-        "--once",
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("invalid allow entry `not-an-origin`"),
-        "{}",
-        stderr(&o)
-    );
-
-    let o = run(&[
-        "run",
-        "--subject",
-        "ratelimiter",
-        "--memory",
-        "lots",
-        "--once",
-    ]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("--memory `lots`"), "{}", stderr(&o));
-
-    let o = run(&["tickets", "list", "--db", "/nonexistent/dir/t.db"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("no ticket database at /nonexistent/dir/t.db"),
-        "{}",
-        stderr(&o)
-    );
-
-    let o = run(&["tickets", "list", "--status", "weird"]);
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("unknown status `weird`"),
-        "{}",
-        stderr(&o)
-    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "run",
+                "--subject",
+                "ratelimiter",
+                "--interval",
+                "soon",
+                "--once",
+            ],
+            "--interval `soon` is not valid",
+        ),
+        (
+            &["run", "--subject", "nosuch", "--once"],
+            "no bundled subject `nosuch` (bundled: ratelimiter, tikv)",
+        ),
+        (
+            &[
+                "run",
+                "--subject",
+                "ratelimiter",
+                "--allow",
+                "not-an-origin",
+                "--once",
+            ],
+            "invalid allow entry `not-an-origin`",
+        ),
+        (
+            &[
+                "run",
+                "--subject",
+                "ratelimiter",
+                "--memory",
+                "lots",
+                "--once",
+            ],
+            "--memory `lots`",
+        ),
+        (
+            &["tickets", "list", "--db", "/nonexistent/dir/t.db"],
+            "no ticket database at /nonexistent/dir/t.db",
+        ),
+        (
+            &["tickets", "list", "--status", "weird"],
+            "unknown status `weird`",
+        ),
+    ];
+    for (args, expected) in cases {
+        let o = run(args);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(
+            stderr(&o).contains(expected),
+            "{args:?}: expected `{expected}` in: {}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]
@@ -274,8 +266,6 @@ fn sigkill_mid_write_leaves_a_consistent_db() {
     let server = JsonServer::start(r#"{"components":[]}"#);
     // Flap the components so every tick opens, updates or resolves something.
     let flapper = {
-        let url = server.url();
-        let _ = url;
         let s = std::sync::Arc::new(server);
         let s2 = s.clone();
         std::thread::spawn(move || {

@@ -2,20 +2,14 @@
 //! (`operator`, `ratelimiter`, `loadgen`) and a minimal HTTP/1.1 and RESP client to poke
 //! them. Every child is killed on drop and every wait is bounded.
 
-use crate::support::wait_for;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+pub use testkit::{Redis, free_port, wait_for};
 
 /// A binary of this workspace, from the target directory the tests were built into.
 /// `cargo test --workspace` builds every package's binaries before running tests.
@@ -75,89 +69,6 @@ pub fn http(method: &str, url: &str, body: &str) -> std::io::Result<(u16, String
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
     Ok((status, body.to_string()))
-}
-
-/// A redis-server on a loopback port, without persistence.
-pub struct Redis {
-    proc: Option<Proc>,
-    pub port: u16,
-}
-
-impl Redis {
-    pub fn start() -> Redis {
-        for _ in 0..5 {
-            if let Some(r) = Redis::try_start(free_port()) {
-                return r;
-            }
-        }
-        panic!("could not start redis-server (is it installed? Debian: redis-server)");
-    }
-
-    /// Starts again on the same port, after [`Redis::kill`].
-    pub fn restart(&mut self) {
-        let port = self.port;
-        let started = wait_for("redis-server to restart", Duration::from_secs(10), || {
-            Redis::try_start(port)
-        });
-        *self = started;
-    }
-
-    fn try_start(port: u16) -> Option<Redis> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let mut proc = Proc { child };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = proc.child.try_wait() {
-                return None; // the port was taken
-            }
-            if Redis::command_on(port, &["PING"]).is_ok_and(|r| r == "+PONG") {
-                return Some(Redis {
-                    proc: Some(proc),
-                    port,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: an outage, not a clean shutdown.
-    pub fn kill(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill();
-        }
-    }
-
-    /// Sends one command and returns the first reply line (`+OK`, `:1`, `$1`, ...).
-    pub fn command(&self, args: &[&str]) -> std::io::Result<String> {
-        Redis::command_on(self.port, args)
-    }
-
-    fn command_on(port: u16, args: &[&str]) -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(
-            &format!("127.0.0.1:{port}").parse().expect("socket address"),
-            Duration::from_millis(300),
-        )?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes())?;
-        let mut line = String::new();
-        BufReader::new(s).read_line(&mut line)?;
-        Ok(line.trim_end().to_string())
-    }
 }
 
 /// A `ratelimiter` node on a fixed loopback port, so it can be restarted at the same

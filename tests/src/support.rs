@@ -4,7 +4,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+pub use testkit::wait_for;
 
 /// A TCP listener that only counts accepted connections.
 pub struct CountingListener {
@@ -97,18 +98,4 @@ fn serve(mut conn: TcpStream, body: &Mutex<(u16, String)>, requests: &AtomicUsiz
         )
     };
     let _ = conn.write_all(resp.as_bytes());
-}
-
-/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

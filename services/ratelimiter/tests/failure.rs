@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use testkit::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fail_open_decides_locally_and_recovers_when_redis_returns() {

@@ -2,104 +2,23 @@
 //! killed on drop. Every wait is bounded.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const REDIS_BIN: &str = "redis-server";
+pub use testkit::Redis;
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+/// Async access to the test Redis, for the checks that read it directly.
+pub trait RedisExt {
+    fn conn(&self) -> impl std::future::Future<Output = redis::aio::MultiplexedConnection>;
+    fn time_ms(&self) -> impl std::future::Future<Output = u64>;
 }
 
-fn redis_pings(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().expect("socket addr"),
-        Duration::from_millis(200),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-/// A redis-server child process.
-pub struct Redis {
-    child: Option<Child>,
-    pub port: u16,
-}
-
-impl Redis {
-    /// Start on a fresh port (retrying if another test grabbed it first).
-    pub fn start() -> Redis {
-        for _ in 0..5 {
-            if let Some(r) = Redis::try_start(free_port()) {
-                return r;
-            }
-        }
-        panic!("could not start redis-server (is it installed at /usr/bin/redis-server?)");
-    }
-
-    /// Start on a given port, e.g. to restart after a kill.
-    pub fn start_on(port: u16) -> Redis {
-        for _ in 0..20 {
-            if let Some(r) = Redis::try_start(port) {
-                return r;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("could not restart redis-server on port {port}");
-    }
-
-    fn try_start(port: u16) -> Option<Redis> {
-        let mut child = Command::new(REDIS_BIN)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return None; // exited: port taken
-            }
-            if redis_pings(port) {
-                return Some(Redis {
-                    child: Some(child),
-                    port,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// SIGKILL the server (an outage, not a clean shutdown).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+impl RedisExt for Redis {
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .expect("redis url")
             .get_multiplexed_async_connection()
@@ -107,16 +26,10 @@ impl Redis {
             .expect("connect to test redis")
     }
 
-    pub async fn time_ms(&self) -> u64 {
+    async fn time_ms(&self) -> u64 {
         let mut c = self.conn().await;
         let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await.expect("TIME");
         s * 1000 + us / 1000
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
