@@ -2,7 +2,7 @@
 
 use crate::bundled;
 use crate::model::SubjectMetadata;
-use crate::monitor::{Monitor, MonitorConfig, TickReport, TickStatus};
+use crate::monitor::{Monitor, MonitorConfig, TickReport, TickStatus, run_plugin_tick};
 use crate::runtime::{CompiledPlugin, Grants, Limits, Plugin, Runtime, version};
 use crate::settings::{self, FileConfig};
 use crate::tickets::{Policy, Status, Ticket, TicketStore};
@@ -37,6 +37,9 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Run one of a subject's declared actions.
     Action(ActionArgs),
+    /// Observe once and check the invariants, without touching the ticket database: what
+    /// the plugin sees, for plugin authors and for a first look at a cluster.
+    Observe(ObserveArgs),
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -169,6 +172,16 @@ pub struct ActionArgs {
     /// Allow actions that change the subject. Without it only read-only actions run.
     #[arg(long)]
     pub allow_actions: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    #[command(flatten)]
+    pub source: PluginSource,
+    #[command(flatten)]
+    pub grants: GrantArgs,
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
 }
@@ -654,4 +667,75 @@ pub async fn action(args: ActionArgs) -> Result<()> {
         }
         Err(message) => bail!("{} ({}) failed: {message}", info.id, info.name),
     }
+}
+
+pub async fn observe(args: ObserveArgs) -> Result<()> {
+    let r = resolve(&args.source, &args.grants)?;
+    let status = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (plugin, _) = build_plugin(&r)?;
+        Ok(run_plugin_tick(&plugin, &Default::default()))
+    })
+    .await??;
+    let (observation, violations) = match status {
+        TickStatus::Observed {
+            observation,
+            violations,
+        } => (observation, violations),
+        TickStatus::ObserveFailed(e) => bail!("the plugin could not observe the subject: {e}"),
+        TickStatus::PluginFailed(e) => bail!("the plugin failed: {e}"),
+    };
+    if let Output::Json = args.output {
+        return print_json(&serde_json::json!({
+            "observation": observation,
+            "violations": violations,
+        }));
+    }
+    println!("components:");
+    for c in &observation.components {
+        let attrs: Vec<String> = c
+            .attributes
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "  {:<22} {:<8} {:<8} {}",
+            c.id,
+            c.kind,
+            c.state.as_str(),
+            attrs.join(" ")
+        );
+    }
+    let names: std::collections::BTreeSet<&str> = observation
+        .metrics
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    println!(
+        "metrics: {} samples of {} names",
+        observation.metrics.len(),
+        names.len()
+    );
+    for e in &observation.events {
+        println!(
+            "event    {} {}: {}",
+            e.severity.as_str(),
+            e.component,
+            e.message
+        );
+    }
+    for p in &observation.problems {
+        println!("problem  {}: {}", p.source, p.message);
+    }
+    if violations.is_empty() {
+        println!("no violations");
+    }
+    for v in &violations {
+        println!(
+            "VIOLATED {} {} {}",
+            v.severity.as_str(),
+            v.invariant,
+            v.summary
+        );
+    }
+    Ok(())
 }

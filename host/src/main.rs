@@ -19,6 +19,7 @@ async fn main() -> std::process::ExitCode {
         Command::Tickets(cmd) => cli::tickets(cmd),
         Command::Plugin(cmd) => cli::plugin(cmd).await,
         Command::Action(args) => cli::action(args).await,
+        Command::Observe(args) => cli::observe(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

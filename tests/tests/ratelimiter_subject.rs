@@ -221,3 +221,92 @@ fn without_redis_access_the_registry_comes_from_the_nodes() {
     );
     assert!(get("heartbeat_age_ms").unwrap().parse::<u64>().unwrap() > 1_000_000);
 }
+
+/// With a `prometheus` setting the plugin also asks a real Prometheus (scraping the node)
+/// for the cluster's decision rate; a URL that is not a Prometheus is a named problem.
+#[test]
+fn prometheus_is_queried_when_configured() {
+    use operator_tests::processes::{Node, Proc, Redis, free_port, loadgen, wait_for};
+    use std::process::Stdio;
+    let redis = Redis::start();
+    let node = Node::start(&redis.url(), "node-a", &[]);
+    let _load = loadgen(&[node.url()], 50, "3m", &["--keys", "5"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ratelimiter\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            node.port
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let _prometheus = Proc {
+        child: Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus (Debian: apt-get install prometheus)"),
+    };
+    let prom = format!("http://127.0.0.1:{port}");
+    // rate() needs two scrapes of the counter.
+    let query =
+        format!("{prom}/api/v1/query?query=sum%28rate%28ratelimiter_decisions_total%5B1m%5D%29%29");
+    wait_for(
+        "Prometheus to have a decision rate",
+        Duration::from_secs(60),
+        || {
+            let (status, body) = http("GET", &query, "").ok()?;
+            (status == 200 && body.contains("\"value\"")).then_some(())
+        },
+    );
+    let observe = |prometheus: &str| -> Value {
+        let out = Command::new(workspace_bin("operator"))
+            .args(["observe", "--subject", "ratelimiter", "--output", "json"])
+            .args(["--log", "error", "--set"])
+            .arg(format!("nodes={}", node.url()))
+            .arg("--set")
+            .arg(format!("prometheus={prometheus}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("observe prints JSON")
+    };
+
+    let v = observe(&prom);
+    let obs = &v["observation"];
+    assert_eq!(obs["problems"], Value::Array(vec![]), "{}", obs["problems"]);
+    let rate: f64 = obs["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == "prom_decision_rate")
+        .filter_map(|m| m["value"].as_f64())
+        .sum();
+    // Over a [1m] range holding only seconds of samples the rate is small, but it is there.
+    assert!(
+        rate > 0.0,
+        "Prometheus reports the load's decision rate ({rate}/s)"
+    );
+
+    let v = observe(&node.url());
+    let problems = v["observation"]["problems"].as_array().unwrap().clone();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["source"] == "prometheus" && p["message"].as_str().unwrap().contains("404")),
+        "{problems:?}"
+    );
+}
