@@ -55,24 +55,44 @@ fn a_healthy_cluster_under_load_opens_no_ticket_in_two_minutes() {
     );
 }
 
-/// One `operator run --once` against a fake node answering every path with `body`.
-fn once_against(body: &str) -> Value {
-    let node = JsonServer::start(body);
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(workspace_bin("operator"))
-        .args(["run", "--once", "--output", "json", "--log", "error"])
-        .args(["--subject", "ratelimiter", "--set"])
-        .arg(format!("nodes={}", node.url()))
-        .arg("--db")
-        .arg(dir.path().join("t.db"))
-        .output()
-        .unwrap();
+/// Runs `operator ARGS --subject ratelimiter --set SETTING... --output json` and returns what
+/// it printed; the command must succeed.
+fn operator_json(args: &[&str], settings: &[String]) -> Value {
+    let mut cmd = Command::new(workspace_bin("operator"));
+    cmd.args(args).args([
+        "--subject",
+        "ratelimiter",
+        "--output",
+        "json",
+        "--log",
+        "error",
+    ]);
+    for s in settings {
+        cmd.arg("--set").arg(s);
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "operator {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("one JSON tick report")
+    serde_json::from_slice(&out.stdout).expect("operator prints JSON")
+}
+
+/// One tick (`operator run --once`) with `nodes` as the only setting.
+fn one_tick(nodes: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    operator_json(
+        &["run", "--once", "--db", db.to_str().unwrap()],
+        &[format!("nodes={nodes}")],
+    )
+}
+
+/// One tick against a fake node answering every path with `body`.
+fn once_against(body: &str) -> Value {
+    let node = JsonServer::start(body);
+    one_tick(&node.url())
 }
 
 #[test]
@@ -188,21 +208,7 @@ fn without_redis_access_the_registry_comes_from_the_nodes() {
             .unwrap(),
         "+OK"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(workspace_bin("operator"))
-        .args(["run", "--once", "--output", "json", "--log", "error"])
-        .args(["--subject", "ratelimiter", "--set"])
-        .arg(format!("nodes={}", a.url()))
-        .arg("--db")
-        .arg(dir.path().join("t.db"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tick: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tick = one_tick(&a.url());
     let violations = tick["violations"].as_array().unwrap();
     assert_eq!(violations.len(), 1, "only the ghost: {tick}");
     let v = &violations[0];
@@ -268,21 +274,14 @@ fn prometheus_is_queried_when_configured() {
             (status == 200 && body.contains("\"value\"")).then_some(())
         },
     );
-    let observe = |prometheus: &str| -> Value {
-        let out = Command::new(workspace_bin("operator"))
-            .args(["observe", "--subject", "ratelimiter", "--output", "json"])
-            .args(["--log", "error", "--set"])
-            .arg(format!("nodes={}", node.url()))
-            .arg("--set")
-            .arg(format!("prometheus={prometheus}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("observe prints JSON")
+    let observe = |prometheus: &str| {
+        operator_json(
+            &["observe"],
+            &[
+                format!("nodes={}", node.url()),
+                format!("prometheus={prometheus}"),
+            ],
+        )
     };
 
     let v = observe(&prom);

@@ -357,7 +357,7 @@ fn counter_drift(
     let tolerance = |limit: f64| (t.drift_tolerance * limit).max(2.0);
     // A node counting locally: decisions Redis never saw. Worst key per node.
     let mut worst: BTreeMap<String, (String, String, f64, f64)> = BTreeMap::new();
-    for ((key, window), per_node) in by_key_window(cur, "rl_view_local_current") {
+    for ((key, window), per_node) in by_key_window(cur, "rl_view_local_count") {
         let limit = limit_of(cur, &key).unwrap_or(0.0);
         for (node, local) in per_node {
             if local > tolerance(limit) && worst.get(&node).is_none_or(|w| local > w.2) {

@@ -39,6 +39,8 @@ struct RedisView {
 struct LocalView {
     window_index: i64,
     current: f64,
+    #[serde(default)]
+    previous: f64,
 }
 
 #[derive(Deserialize)]
@@ -298,15 +300,22 @@ fn record_view(snap: &mut Snapshot, node: &str, v: &CounterView) {
             r.current,
         );
     }
-    snap.metric(
-        "rl_view_local_current",
-        &[
-            ("node", node),
-            ("key", key),
-            ("window", &v.local.window_index.to_string()),
-        ],
-        v.local.current,
-    );
+    // Both local windows: a tick that always lands early in a window (the tick interval
+    // equals the window) would otherwise only ever see a nearly empty current one.
+    for (window, count) in [
+        (v.local.window_index, v.local.current),
+        (v.local.window_index - 1, v.local.previous),
+    ] {
+        snap.metric(
+            "rl_view_local_count",
+            &[
+                ("node", node),
+                ("key", key),
+                ("window", &window.to_string()),
+            ],
+            count,
+        );
+    }
 }
 
 /// Reads Redis directly. Returns false when Redis could not be read at all.
