@@ -38,7 +38,8 @@ pub enum Command {
     /// Run one of a subject's declared actions.
     Action(ActionArgs),
     /// Observe once and check the invariants, without touching the ticket database: what
-    /// the plugin sees, for plugin authors and for a first look at a cluster.
+    /// the plugin sees, for plugin authors and for a first look at a cluster. Invariants
+    /// that compare two observations (rates, deltas) have nothing to compare here.
     Observe(ObserveArgs),
 }
 

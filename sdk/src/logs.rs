@@ -15,7 +15,7 @@ pub fn tail(component: &str, lines: u32) -> Result<Vec<String>, String> {
     wit::tail(component, lines)
 }
 
-/// The level of a log line in the usual formats (`WARN`, `level=error`, `[E]`...), if any.
+/// The level of a log line in the usual formats (`WARN`, `level=error`, a Rust panic), if any.
 pub fn level_of(line: &str) -> Option<Severity> {
     const ERROR: &[&str] = &["ERROR", "level=error", "FATAL", "PANIC", "panicked at"];
     const WARN: &[&str] = &["WARN", "level=warn", "level=warning"];
