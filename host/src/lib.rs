@@ -6,11 +6,11 @@
 
 pub mod bundled;
 pub mod cli;
-pub mod model;
+pub use operator_model as model;
 pub mod monitor;
 pub mod runtime;
 pub mod settings;
-pub mod tickets;
+pub use operator_tickets as tickets;
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {

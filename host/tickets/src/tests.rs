@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{Observation, Severity, Violation};
+use operator_model::{Observation, Severity, Violation};
 
 fn obs(ts: u64) -> Observation {
     Observation {
@@ -141,7 +141,7 @@ fn failures_get_their_own_tickets_and_leave_others_alone() {
         out.resolved.is_empty(),
         "a failed tick says nothing about invariants"
     );
-    let err = crate::model::ObserveError::Unreachable("no route".into());
+    let err = operator_model::ObserveError::Unreachable("no route".into());
     let out = s
         .record_tick(&rec(3, TickResult::ObserveFailed(&err)), p)
         .unwrap();

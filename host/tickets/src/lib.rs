@@ -9,7 +9,7 @@ mod schema;
 
 pub use schema::SCHEMA_VERSION;
 
-use crate::model::{Observation, ObserveError, Severity, Violation};
+use operator_model::{Observation, ObserveError, Severity, Violation};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
