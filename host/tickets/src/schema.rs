@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // v1
     r#"
     CREATE TABLE tickets (
@@ -66,6 +66,54 @@ const MIGRATIONS: &[&str] = &[
         error         TEXT,
         pid           INTEGER NOT NULL
     );
+    "#,
+    // v2: opening evidence, the diagnosis lifecycle (lease, retries, fingerprints, history),
+    // incidents, and what retention needs (observation sizes, the opening observation).
+    r#"
+    ALTER TABLE tickets ADD COLUMN opening_evidence TEXT;
+    -- The observation of the tick the ticket opened on: a resolved ticket keeps the
+    -- observations up to and including it.
+    ALTER TABLE tickets ADD COLUMN opening_observation_id INTEGER;
+    -- 1 once a resolved ticket's links past its opening context were dropped.
+    ALTER TABLE tickets ADD COLUMN context_trimmed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tickets ADD COLUMN fingerprint TEXT;
+    ALTER TABLE tickets ADD COLUMN diagnosed_fingerprint TEXT;
+    ALTER TABLE tickets ADD COLUMN diagnosed_at INTEGER;
+    ALTER TABLE tickets ADD COLUMN diagnosis_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tickets ADD COLUMN next_attempt_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tickets ADD COLUMN last_error TEXT;
+    ALTER TABLE tickets ADD COLUMN lease_owner TEXT;
+    ALTER TABLE tickets ADD COLUMN lease_until INTEGER;
+    ALTER TABLE tickets ADD COLUMN incident_id INTEGER REFERENCES tickets(id) ON DELETE SET NULL;
+    ALTER TABLE tickets ADD COLUMN incident_role TEXT CHECK (incident_role IN ('root', 'symptom'));
+    ALTER TABLE tickets ADD COLUMN incident_reason TEXT;
+
+    UPDATE tickets SET opening_observation_id = (
+        SELECT o.id FROM observations o JOIN ticket_observations t ON t.observation_id = o.id
+        WHERE t.ticket_id = tickets.id AND o.tick = tickets.opened_tick);
+
+    CREATE INDEX tickets_by_incident ON tickets(incident_id) WHERE incident_id IS NOT NULL;
+    -- Retention: resolved tickets whose context is still whole, and resolved tickets by age.
+    CREATE INDEX tickets_untrimmed ON tickets(subject, resolved_at)
+        WHERE status = 'resolved' AND context_trimmed = 0;
+    CREATE INDEX tickets_resolved ON tickets(subject, id) WHERE status = 'resolved';
+
+    ALTER TABLE observations ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+    UPDATE observations SET bytes = length(CAST(data AS BLOB));
+
+    -- Every diagnosis attempt, successes and failures: the ticket shows the latest success.
+    CREATE TABLE diagnoses (
+        id           INTEGER PRIMARY KEY,
+        ticket_id    INTEGER NOT NULL REFERENCES tickets(id) ON DELETE CASCADE,
+        at           INTEGER NOT NULL,
+        outcome      TEXT NOT NULL CHECK (outcome IN ('ok', 'failed')),
+        backend      TEXT,
+        fingerprint  TEXT,
+        record       TEXT,
+        error        TEXT,
+        CHECK ((outcome = 'ok') = (record IS NOT NULL))
+    );
+    CREATE INDEX diagnoses_by_ticket ON diagnoses(ticket_id, id);
     "#,
 ];
 

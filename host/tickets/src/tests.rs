@@ -1,6 +1,27 @@
 use super::*;
 use operator_model::{Observation, Severity, Violation};
 
+mod kill;
+mod lifecycle;
+mod retention;
+
+/// Test-only hooks compiled into the store under `cfg(test)`.
+pub(crate) mod hooks {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// Microseconds to sleep inside every tick's write transaction, just before the
+    /// heartbeat: lets the kill test land SIGKILLs inside open transactions.
+    pub static PAUSE_IN_TICK_US: AtomicU64 = AtomicU64::new(0);
+
+    pub fn inside_tick_transaction() {
+        let us = PAUSE_IN_TICK_US.load(Ordering::Relaxed);
+        if us > 0 {
+            std::thread::sleep(Duration::from_micros(us));
+        }
+    }
+}
+
 fn obs(ts: u64) -> Observation {
     Observation {
         timestamp_ms: ts,
@@ -35,6 +56,7 @@ fn tick(store: &mut TicketStore, n: i64, violations: &[Violation], policy: Polic
                     observation: &o,
                     violations,
                 },
+                fingerprint: None,
             },
             policy,
         )
@@ -100,8 +122,8 @@ fn manual_resolve_then_recurrence_opens_a_new_ticket() {
     let id = tick(&mut s, 1, &[v("k", Severity::Info)], Policy::default()).opened[0].id;
     let t = s.resolve(id, 5).unwrap();
     assert_eq!(
-        (t.status, t.resolution.as_deref()),
-        (Status::Resolved, Some("manual"))
+        (t.status, t.resolution),
+        (Status::Resolved, Some(Resolution::Manual))
     );
     assert!(matches!(s.resolve(999, 5), Err(StoreError::NotFound(999))));
     let out = tick(&mut s, 2, &[v("k", Severity::Info)], Policy::default());
@@ -123,6 +145,7 @@ fn failures_get_their_own_tickets_and_leave_others_alone() {
         at_ms: n,
         duration: Duration::ZERO,
         result,
+        fingerprint: None,
     };
     let out = s
         .record_tick(

@@ -1,0 +1,161 @@
+//! What the store keeps, bounded per subject by count and by bytes.
+//!
+//! Every tick, the observation that just left the history window is dropped unless a
+//! ticket links it (a handful of rows through the `(subject, id)` index). Every
+//! `Policy::prune_every` ticks a sweep, still inside the tick's transaction:
+//! 1. trims resolved tickets older than `resolved_keep` to their opening context (the
+//!    observations up to and including the one they opened on);
+//! 2. deletes the oldest resolved tickets beyond `max_resolved_tickets`;
+//! 3. drops observations nobody links any more;
+//! 4. enforces `max_observations` and `max_observation_bytes`: the oldest observations
+//!    that no live ticket links go first, then the oldest of the rest. The newest
+//!    observation always stays.
+//!
+//! Deleted pages go to SQLite's free list and are reused by later ticks, so the file stops
+//! growing once the caps are reached; `TicketStore::vacuum` hands them back to the OS.
+
+use crate::tick::Policy;
+use rusqlite::{Transaction, params};
+use serde::Serialize;
+
+/// What one retention sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneStats {
+    /// Resolved tickets trimmed to their opening context.
+    pub trimmed_tickets: usize,
+    /// Resolved tickets deleted beyond `max_resolved_tickets`.
+    pub deleted_tickets: usize,
+    /// Observations no ticket linked any more.
+    pub unlinked_observations: usize,
+    /// Observations deleted to fit `max_observations` / `max_observation_bytes`.
+    pub capped_observations: usize,
+}
+
+/// Observations just older than the history window that no ticket links: the per-tick step.
+pub fn drop_unlinked_history(
+    tx: &Transaction<'_>,
+    subject: &str,
+    newest: i64,
+    history: usize,
+) -> rusqlite::Result<usize> {
+    // Only the few rows right below the window: older leftovers are the sweep's job.
+    tx.execute(
+        "DELETE FROM observations WHERE id IN ( \
+           SELECT id FROM observations WHERE subject = ?1 AND id < ?2 \
+           ORDER BY id DESC LIMIT 8 OFFSET ?3) \
+         AND NOT EXISTS (SELECT 1 FROM ticket_observations t WHERE t.observation_id = observations.id)",
+        params![subject, newest, history as i64],
+    )
+}
+
+pub fn sweep(
+    tx: &Transaction<'_>,
+    subject: &str,
+    now_ms: i64,
+    policy: &Policy,
+) -> rusqlite::Result<PruneStats> {
+    let keep_ms = i64::try_from(policy.resolved_keep.as_millis()).unwrap_or(i64::MAX);
+    Ok(PruneStats {
+        trimmed_tickets: trim_resolved(tx, subject, now_ms.saturating_sub(keep_ms))?,
+        deleted_tickets: delete_old_resolved(tx, subject, policy.max_resolved_tickets)?,
+        unlinked_observations: drop_unlinked(tx, subject, policy.history)?,
+        capped_observations: enforce_caps(tx, subject, policy)?,
+    })
+}
+
+fn trim_resolved(
+    tx: &Transaction<'_>,
+    subject: &str,
+    resolved_before: i64,
+) -> rusqlite::Result<usize> {
+    let due: Vec<(i64, Option<i64>)> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, opening_observation_id FROM tickets \
+             WHERE subject = ?1 AND status = 'resolved' AND context_trimmed = 0 AND resolved_at <= ?2",
+        )?;
+        stmt.query_map(params![subject, resolved_before], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    for (id, opening) in &due {
+        // A ticket with no opening observation (a failure ticket) links none.
+        tx.execute(
+            "DELETE FROM ticket_observations WHERE ticket_id = ?1 AND observation_id > ?2",
+            params![id, opening.unwrap_or(i64::MIN)],
+        )?;
+        tx.execute("UPDATE tickets SET context_trimmed = 1 WHERE id = ?1", [id])?;
+    }
+    Ok(due.len())
+}
+
+fn delete_old_resolved(
+    tx: &Transaction<'_>,
+    subject: &str,
+    keep: usize,
+) -> rusqlite::Result<usize> {
+    // Events, links and diagnoses go with them (ON DELETE CASCADE); incidents that named
+    // one as root lose the reference (ON DELETE SET NULL).
+    tx.execute(
+        "DELETE FROM tickets WHERE id IN ( \
+           SELECT id FROM tickets WHERE subject = ?1 AND status = 'resolved' \
+           ORDER BY id DESC LIMIT -1 OFFSET ?2)",
+        params![subject, keep as i64],
+    )
+}
+
+fn drop_unlinked(tx: &Transaction<'_>, subject: &str, history: usize) -> rusqlite::Result<usize> {
+    tx.execute(
+        "DELETE FROM observations WHERE subject = ?1 AND id < ( \
+           SELECT id FROM observations WHERE subject = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2) \
+         AND NOT EXISTS (SELECT 1 FROM ticket_observations t WHERE t.observation_id = observations.id)",
+        params![subject, history as i64],
+    )
+}
+
+fn enforce_caps(tx: &Transaction<'_>, subject: &str, policy: &Policy) -> rusqlite::Result<usize> {
+    // (id, bytes, linked by a live ticket), oldest first.
+    let rows: Vec<(i64, i64, bool)> = {
+        let mut stmt = tx.prepare(
+            "SELECT o.id, o.bytes, EXISTS ( \
+               SELECT 1 FROM ticket_observations t JOIN tickets k ON k.id = t.ticket_id \
+               WHERE t.observation_id = o.id AND k.status != 'resolved') \
+             FROM observations o WHERE o.subject = ?1 ORDER BY o.id",
+        )?;
+        stmt.query_map([subject], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut count = rows.len();
+    let mut bytes: u64 = rows.iter().map(|r| r.1.max(0) as u64).sum();
+    let over = |count: usize, bytes: u64| {
+        count > policy.max_observations || bytes > policy.max_observation_bytes
+    };
+    if !over(count, bytes) {
+        return Ok(0);
+    }
+    let Some((_, candidates)) = rows.split_last() else {
+        return Ok(0);
+    };
+    let mut doomed = Vec::new();
+    let mut taken = vec![false; candidates.len()];
+    // First what only resolved tickets (or nobody) still want, then the rest.
+    for spare_live in [true, false] {
+        for (i, (id, size, live)) in candidates.iter().enumerate() {
+            if !over(count, bytes) {
+                break;
+            }
+            if taken[i] || (spare_live && *live) {
+                continue;
+            }
+            taken[i] = true;
+            doomed.push(*id);
+            count -= 1;
+            bytes = bytes.saturating_sub((*size).max(0) as u64);
+        }
+    }
+    let mut stmt = tx.prepare("DELETE FROM observations WHERE id = ?1")?;
+    for id in &doomed {
+        stmt.execute([id])?;
+    }
+    Ok(doomed.len())
+}

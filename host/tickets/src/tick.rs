@@ -1,0 +1,596 @@
+//! Writing one tick: the steps `record` runs inside the tick's transaction.
+//!
+//! 1. the observation (when there is one) is stored;
+//! 2. each finding (a merged violation, or the host's own failure finding) updates its live
+//!    ticket or opens one, within the per-subject live-ticket cap, and links the
+//!    observation;
+//! 3. live tickets not seen this tick count a clean tick, and resolve after enough of them;
+//! 4. the subject's evidence fingerprint is stored, and diagnosed tickets whose evidence
+//!    changed go back to `open` for re-diagnosis;
+//! 5. retention: the observation that left the history window every tick, and a full sweep
+//!    every `prune_every` ticks;
+//! 6. the heartbeat.
+
+use crate::StoreError;
+use crate::limits::{self, MAX_DEDUP_KEY, MAX_ERROR, MAX_NAME, MAX_SUMMARY};
+use crate::retention::{self, PruneStats};
+use crate::row;
+use crate::types::{EventKind, Resolution, Ticket, TicketKind};
+use operator_model::{Observation, ObserveError, Severity, Violation};
+use rusqlite::{OptionalExtension, Transaction, params};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+/// What one tick produced.
+pub enum TickResult<'a> {
+    Observed {
+        observation: &'a Observation,
+        violations: &'a [Violation],
+    },
+    /// The plugin ran but reports the subject could not be observed.
+    ObserveFailed(&'a ObserveError),
+    /// The plugin itself failed (trap, deadline, memory).
+    PluginFailed { kind: &'a str, message: &'a str },
+}
+
+pub struct TickRecord<'a> {
+    pub subject: &'a str,
+    pub tick: i64,
+    pub at_ms: i64,
+    pub duration: Duration,
+    pub result: TickResult<'a>,
+    /// The subject's material evidence at this tick, as the host condenses it (live
+    /// invariants, component states). `None` leaves the stored fingerprints alone.
+    pub fingerprint: Option<&'a str>,
+}
+
+/// Ticket policy knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Consecutive clean ticks before a ticket auto-resolves.
+    pub resolve_after: u32,
+    /// Observations kept before a ticket opens (and linked to it as context).
+    pub history: usize,
+    /// Most observations linked to one ticket; beyond it the oldest after the opening
+    /// context are dropped.
+    pub max_linked: usize,
+    /// Most live tickets per subject. Violations that would open more are counted in
+    /// `TickOutcome::over_live_cap`, not stored.
+    pub max_live_tickets: usize,
+    /// Most observations kept per subject, linked or not.
+    pub max_observations: usize,
+    /// Most observation bytes (stored JSON) kept per subject. The newest observation is
+    /// always kept, so one observation larger than this is the most it is exceeded by.
+    pub max_observation_bytes: u64,
+    /// How long a resolved ticket keeps every observation linked to it; after that only its
+    /// opening context (the observations up to and including its opening one) stays.
+    pub resolved_keep: Duration,
+    /// Most resolved tickets kept per subject; the oldest beyond it are deleted with their
+    /// events, links and diagnoses.
+    pub max_resolved_tickets: usize,
+    /// The full retention sweep runs on ticks whose number is a multiple of this (0: never).
+    pub prune_every: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            resolve_after: 3,
+            history: 5,
+            max_linked: 30,
+            max_live_tickets: 1000,
+            max_observations: 2000,
+            max_observation_bytes: 256 * 1024 * 1024,
+            resolved_keep: Duration::from_secs(24 * 3600),
+            max_resolved_tickets: 10_000,
+            prune_every: 32,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TickOutcome {
+    pub opened: Vec<Ticket>,
+    pub updated: usize,
+    pub escalated: Vec<Ticket>,
+    pub resolved: Vec<Ticket>,
+    /// Distinct violations that would have opened a ticket beyond `max_live_tickets`.
+    /// They are not stored: the host reports them as a plugin problem.
+    pub over_live_cap: usize,
+    /// Strings from the plugin cut to their maximum length (see `limits`).
+    pub truncated: usize,
+    /// Diagnosed tickets sent back to `open` because the evidence changed.
+    pub rediagnose: Vec<i64>,
+    /// What the retention sweep removed, on the ticks it ran.
+    pub pruned: Option<PruneStats>,
+}
+
+/// A violation-shaped record: a plugin's violation, or the host's own failure finding.
+struct Finding<'a> {
+    kind: TicketKind,
+    invariant: Cow<'a, str>,
+    severity: Severity,
+    component: Cow<'a, str>,
+    summary: Cow<'a, str>,
+    evidence: String,
+    dedup_key: Cow<'a, str>,
+}
+
+impl<'a> Finding<'a> {
+    /// Caps every string the plugin sent; counts what was cut.
+    fn from_violation(v: &'a Violation, truncated: &mut usize) -> Finding<'a> {
+        let mut cut = |c: Cow<'a, str>| {
+            if matches!(c, Cow::Owned(_)) {
+                *truncated += 1;
+            }
+            c
+        };
+        let invariant = cut(limits::truncate(&v.invariant, MAX_NAME));
+        let component = cut(limits::truncate(&v.component, MAX_NAME));
+        let summary = cut(limits::truncate(&v.summary, MAX_SUMMARY));
+        let dedup_key = cut(limits::truncate_key(&v.dedup_key, MAX_DEDUP_KEY));
+        let (evidence, evidence_cut) = limits::cap_evidence(&v.evidence);
+        *truncated += usize::from(evidence_cut);
+        Finding {
+            kind: TicketKind::Invariant,
+            invariant,
+            severity: v.severity,
+            component,
+            summary,
+            evidence: evidence_json(&evidence),
+            dedup_key,
+        }
+    }
+
+    fn observe_failure(subject: &str, err: &ObserveError) -> Finding<'static> {
+        let error = limits::truncate(&err.to_string(), MAX_ERROR).into_owned();
+        Finding {
+            kind: TicketKind::ObserveFailure,
+            invariant: "OBSERVE".into(),
+            severity: Severity::Critical,
+            component: "".into(),
+            summary: limits::truncate(&format!("cannot observe {subject}: {error}"), MAX_SUMMARY)
+                .into_owned()
+                .into(),
+            evidence: serde_json::json!({ "error": error }).to_string(),
+            dedup_key: "observe-failure".into(),
+        }
+    }
+
+    fn plugin_failure(kind: &str, message: &str) -> Finding<'static> {
+        let message = limits::truncate(message, MAX_ERROR);
+        Finding {
+            kind: TicketKind::PluginFailure,
+            invariant: "PLUGIN".into(),
+            severity: Severity::Warning,
+            component: "".into(),
+            summary: limits::truncate(&format!("plugin failure ({kind}): {message}"), MAX_SUMMARY)
+                .into_owned()
+                .into(),
+            evidence: serde_json::json!({ "kind": kind, "error": message }).to_string(),
+            dedup_key: "plugin-failure".into(),
+        }
+    }
+}
+
+fn evidence_json(evidence: &[(String, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = evidence
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// One violation per dedup key per tick: the most severe wins.
+fn merge(violations: &[Violation]) -> Vec<&Violation> {
+    let mut by_key: BTreeMap<&str, &Violation> = BTreeMap::new();
+    for v in violations {
+        by_key
+            .entry(v.dedup_key.as_str())
+            .and_modify(|cur| {
+                if v.severity > cur.severity {
+                    *cur = v;
+                }
+            })
+            .or_insert(v);
+    }
+    by_key.into_values().collect()
+}
+
+/// The live ticket a finding updates.
+struct Live {
+    id: i64,
+    severity: Severity,
+    opening_observation: Option<i64>,
+}
+
+/// The state of one tick's write.
+struct TickWriter<'t, 'a> {
+    tx: &'t Transaction<'t>,
+    rec: &'t TickRecord<'a>,
+    policy: Policy,
+    outcome: TickOutcome,
+    /// Live tickets of the subject, counted on first need and kept current.
+    live_count: Option<usize>,
+}
+
+/// Writes one tick inside `tx` (the caller commits).
+pub(crate) fn record(
+    tx: &Transaction<'_>,
+    rec: &TickRecord<'_>,
+    policy: Policy,
+) -> Result<TickOutcome, StoreError> {
+    let mut w = TickWriter {
+        tx,
+        rec,
+        policy,
+        outcome: TickOutcome::default(),
+        live_count: None,
+    };
+    let (ok, error) = match &rec.result {
+        TickResult::Observed {
+            observation,
+            violations,
+        } => {
+            w.observed(observation, violations)?;
+            (true, None)
+        }
+        TickResult::ObserveFailed(err) => {
+            w.upsert(&Finding::observe_failure(rec.subject, err), None)?;
+            (false, Some(err.to_string()))
+        }
+        TickResult::PluginFailed { kind, message } => {
+            w.upsert(&Finding::plugin_failure(kind, message), None)?;
+            (false, Some(message.to_string()))
+        }
+    };
+    if let Some(fp) = rec.fingerprint {
+        w.apply_fingerprint(fp)?;
+    }
+    if policy.prune_every > 0 && rec.tick % i64::from(policy.prune_every) == 0 {
+        w.outcome.pruned = Some(retention::sweep(tx, rec.subject, rec.at_ms, &policy)?);
+    }
+    #[cfg(test)]
+    crate::tests::hooks::inside_tick_transaction();
+    write_heartbeat(tx, rec, ok, error.as_deref())?;
+    Ok(w.outcome)
+}
+
+impl TickWriter<'_, '_> {
+    fn observed(
+        &mut self,
+        observation: &Observation,
+        violations: &[Violation],
+    ) -> Result<(), StoreError> {
+        let obs_id = self.insert_observation(observation)?;
+        let mut seen = HashSet::new();
+        for v in merge(violations) {
+            let finding = Finding::from_violation(v, &mut self.outcome.truncated);
+            seen.insert(finding.dedup_key.to_string());
+            self.upsert(&finding, Some(obs_id))?;
+        }
+        self.count_clean_ticks(&seen)?;
+        retention::drop_unlinked_history(self.tx, self.rec.subject, obs_id, self.policy.history)?;
+        Ok(())
+    }
+
+    fn insert_observation(&self, observation: &Observation) -> Result<i64, StoreError> {
+        let json =
+            serde_json::to_string(observation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.tx.execute(
+            "INSERT INTO observations (subject, tick, taken_at, data, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                self.rec.subject,
+                self.rec.tick,
+                observation.timestamp_ms as i64,
+                json,
+                json.len() as i64
+            ],
+        )?;
+        Ok(self.tx.last_insert_rowid())
+    }
+
+    /// Updates the finding's live ticket, or opens one if the cap leaves room.
+    fn upsert(&mut self, f: &Finding<'_>, obs_id: Option<i64>) -> Result<(), StoreError> {
+        let (id, opening_observation) = match self.find_live(&f.dedup_key)? {
+            Some(live) => {
+                self.update_live(&live, f)?;
+                (live.id, live.opening_observation)
+            }
+            None => {
+                if !self.room_for(f)? {
+                    self.outcome.over_live_cap += 1;
+                    return Ok(());
+                }
+                (self.open(f, obs_id)?, obs_id)
+            }
+        };
+        if let Some(obs_id) = obs_id {
+            self.link_observation(id, obs_id, opening_observation)?;
+        }
+        Ok(())
+    }
+
+    fn find_live(&self, dedup_key: &str) -> Result<Option<Live>, StoreError> {
+        let live = self
+            .tx
+            .query_row(
+                "SELECT id, severity, opening_observation_id FROM tickets \
+                 WHERE subject = ?1 AND dedup_key = ?2 AND status != 'resolved'",
+                params![self.rec.subject, dedup_key],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>("id")?,
+                        r.get::<_, String>("severity")?,
+                        r.get::<_, Option<i64>>("opening_observation_id")?,
+                    ))
+                },
+            )
+            .optional()?;
+        live.map(|(id, severity, opening_observation)| {
+            Ok(Live {
+                id,
+                severity: Severity::parse(&severity).ok_or_else(|| {
+                    StoreError::Corrupt(format!("ticket {id}: severity `{severity}`"))
+                })?,
+                opening_observation,
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether a new ticket for `f` fits under the live-ticket cap. The host's own failure
+    /// findings always fit: there are at most two of them.
+    fn room_for(&mut self, f: &Finding<'_>) -> Result<bool, StoreError> {
+        if f.kind != TicketKind::Invariant {
+            return Ok(true);
+        }
+        let live = match self.live_count {
+            Some(n) => n,
+            None => {
+                let n: i64 = self.tx.query_row(
+                    "SELECT COUNT(*) FROM tickets WHERE subject = ?1 AND status != 'resolved'",
+                    [self.rec.subject],
+                    |r| r.get(0),
+                )?;
+                n as usize
+            }
+        };
+        self.live_count = Some(live);
+        Ok(live < self.policy.max_live_tickets)
+    }
+
+    fn update_live(&mut self, live: &Live, f: &Finding<'_>) -> Result<(), StoreError> {
+        let rec = self.rec;
+        self.tx.execute(
+            "UPDATE tickets SET last_seen = ?2, last_tick = ?3, count = count + 1, clear_streak = 0, \
+             summary = ?4, evidence = ?5, severity = ?6, component = ?7 WHERE id = ?1",
+            params![
+                live.id,
+                rec.at_ms,
+                rec.tick,
+                f.summary,
+                f.evidence,
+                f.severity.as_str(),
+                f.component
+            ],
+        )?;
+        self.outcome.updated += 1;
+        if f.severity > live.severity {
+            row::insert_event(
+                self.tx,
+                live.id,
+                rec.at_ms,
+                EventKind::Escalated,
+                &format!("{} -> {}", live.severity, f.severity),
+            )?;
+            self.outcome
+                .escalated
+                .push(row::get_ticket(self.tx, live.id)?);
+        }
+        Ok(())
+    }
+
+    /// Opens a ticket, keeping the evidence it opened with and linking the history that led
+    /// up to it, so that diagnosis sees the before as well.
+    fn open(&mut self, f: &Finding<'_>, obs_id: Option<i64>) -> Result<i64, StoreError> {
+        let rec = self.rec;
+        self.tx.execute(
+            "INSERT INTO tickets (subject, dedup_key, kind, invariant, severity, component, summary, \
+             evidence, opening_evidence, opening_observation_id, status, count, first_seen, last_seen, \
+             opened_tick, last_tick, clear_streak) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9, 'open', 1, ?10, ?10, ?11, ?11, 0)",
+            params![
+                rec.subject,
+                f.dedup_key,
+                f.kind.as_str(),
+                f.invariant,
+                f.severity.as_str(),
+                f.component,
+                f.summary,
+                f.evidence,
+                obs_id,
+                rec.at_ms,
+                rec.tick
+            ],
+        )?;
+        let id = self.tx.last_insert_rowid();
+        row::insert_event(self.tx, id, rec.at_ms, EventKind::Opened, &f.summary)?;
+        if let Some(obs_id) = obs_id {
+            self.tx.execute(
+                "INSERT OR IGNORE INTO ticket_observations (ticket_id, observation_id) \
+                 SELECT ?1, id FROM observations WHERE subject = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4",
+                params![id, rec.subject, obs_id, self.policy.history as i64],
+            )?;
+        }
+        if let Some(n) = self.live_count.as_mut() {
+            *n += 1;
+        }
+        self.outcome.opened.push(row::get_ticket(self.tx, id)?);
+        Ok(id)
+    }
+
+    /// Links this tick's observation; beyond `max_linked`, drops the oldest links after the
+    /// opening context.
+    fn link_observation(
+        &self,
+        id: i64,
+        obs_id: i64,
+        opening_observation: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.tx.execute(
+            "INSERT OR IGNORE INTO ticket_observations (ticket_id, observation_id) VALUES (?1, ?2)",
+            params![id, obs_id],
+        )?;
+        let linked: i64 = self.tx.query_row(
+            "SELECT COUNT(*) FROM ticket_observations WHERE ticket_id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        let excess = linked - self.policy.max_linked as i64;
+        if excess > 0 {
+            self.tx.execute(
+                "DELETE FROM ticket_observations WHERE ticket_id = ?1 AND observation_id IN ( \
+                   SELECT observation_id FROM ticket_observations \
+                   WHERE ticket_id = ?1 AND observation_id > ?2 AND observation_id != ?3 \
+                   ORDER BY observation_id LIMIT ?4)",
+                params![id, opening_observation.unwrap_or(i64::MIN), obs_id, excess],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Live tickets not seen this tick count one more clean tick; enough of them resolve it.
+    fn count_clean_ticks(&mut self, seen: &HashSet<String>) -> Result<(), StoreError> {
+        let rec = self.rec;
+        let live: Vec<(i64, String, i64)> = {
+            let mut stmt = self.tx.prepare(
+                "SELECT id, dedup_key, clear_streak FROM tickets WHERE subject = ?1 AND status != 'resolved'",
+            )?;
+            stmt.query_map([rec.subject], |r| {
+                Ok((r.get("id")?, r.get("dedup_key")?, r.get("clear_streak")?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        for (id, key, streak) in live {
+            if seen.contains(&key) {
+                continue;
+            }
+            let streak = streak + 1;
+            if streak >= i64::from(self.policy.resolve_after) {
+                self.auto_resolve(id, streak)?;
+            } else {
+                self.tx.execute(
+                    "UPDATE tickets SET clear_streak = ?2 WHERE id = ?1",
+                    params![id, streak],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn auto_resolve(&mut self, id: i64, streak: i64) -> Result<(), StoreError> {
+        let at = self.rec.at_ms;
+        self.tx.execute(
+            "UPDATE tickets SET status = 'resolved', clear_streak = ?2, resolved_at = ?3, resolution = ?4 \
+             WHERE id = ?1",
+            params![id, streak, at, Resolution::Auto.as_str()],
+        )?;
+        row::insert_event(
+            self.tx,
+            id,
+            at,
+            EventKind::Resolved,
+            &format!("held for {streak} consecutive ticks"),
+        )?;
+        if let Some(n) = self.live_count.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        self.outcome.resolved.push(row::get_ticket(self.tx, id)?);
+        Ok(())
+    }
+
+    /// Stores the subject's fingerprint on its live tickets (a write only where it
+    /// changed). A diagnosed ticket whose evidence moved away from what its diagnosis saw
+    /// goes back to `open`; an open one whose evidence came back to it is diagnosed again.
+    fn apply_fingerprint(&mut self, fp: &str) -> Result<(), StoreError> {
+        let (subject, at) = (self.rec.subject, self.rec.at_ms);
+        let changed = self.tx.execute(
+            "UPDATE tickets SET fingerprint = ?2 \
+             WHERE subject = ?1 AND status != 'resolved' AND fingerprint IS NOT ?2",
+            params![subject, fp],
+        )?;
+        if changed == 0 {
+            return Ok(());
+        }
+        let moved: Vec<i64> = {
+            let mut stmt = self.tx.prepare(
+                "SELECT id FROM tickets WHERE subject = ?1 AND status != 'resolved' \
+                 AND status = 'diagnosed' AND diagnosed_fingerprint IS NOT fingerprint",
+            )?;
+            stmt.query_map([subject], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for id in moved {
+            self.tx.execute(
+                "UPDATE tickets SET status = 'open' WHERE id = ?1 AND status = 'diagnosed'",
+                [id],
+            )?;
+            row::insert_event(
+                self.tx,
+                id,
+                at,
+                EventKind::EvidenceChanged,
+                "evidence changed since the diagnosis: diagnose again",
+            )?;
+            self.outcome.rediagnose.push(id);
+        }
+        let back: Vec<i64> = {
+            let mut stmt = self.tx.prepare(
+                "SELECT id FROM tickets WHERE subject = ?1 AND status != 'resolved' \
+                 AND status = 'open' AND diagnosed_at IS NOT NULL AND diagnosed_fingerprint IS fingerprint",
+            )?;
+            stmt.query_map([subject], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for id in back {
+            self.tx.execute(
+                "UPDATE tickets SET status = 'diagnosed' WHERE id = ?1 AND status = 'open'",
+                [id],
+            )?;
+            row::insert_event(
+                self.tx,
+                id,
+                at,
+                EventKind::EvidenceChanged,
+                "evidence is back to what the diagnosis saw",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn write_heartbeat(
+    tx: &Transaction<'_>,
+    rec: &TickRecord<'_>,
+    ok: bool,
+    error: Option<&str>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO heartbeat (subject, tick, last_tick_at, duration_ms, ok, error, pid) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT(subject) DO UPDATE SET tick = excluded.tick, last_tick_at = excluded.last_tick_at, \
+         duration_ms = excluded.duration_ms, ok = excluded.ok, error = excluded.error, pid = excluded.pid",
+        params![
+            rec.subject,
+            rec.tick,
+            rec.at_ms,
+            rec.duration.as_secs_f64() * 1000.0,
+            ok,
+            error.map(|e| limits::truncate(e, MAX_ERROR)),
+            std::process::id()
+        ],
+    )?;
+    Ok(())
+}
