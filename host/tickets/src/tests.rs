@@ -44,7 +44,17 @@ fn v(key: &str, severity: Severity) -> Violation {
 }
 
 fn tick(store: &mut TicketStore, n: i64, violations: &[Violation], policy: Policy) -> TickOutcome {
-    let o = obs(n as u64);
+    tick_with(store, n, &obs(n as u64), violations, policy, None)
+}
+
+fn tick_with(
+    store: &mut TicketStore,
+    n: i64,
+    observation: &Observation,
+    violations: &[Violation],
+    policy: Policy,
+    fingerprint: Option<&str>,
+) -> TickOutcome {
     store
         .record_tick(
             &TickRecord {
@@ -53,13 +63,21 @@ fn tick(store: &mut TicketStore, n: i64, violations: &[Violation], policy: Polic
                 at_ms: n * 1000,
                 duration: Duration::from_millis(1),
                 result: TickResult::Observed {
-                    observation: &o,
+                    observation,
                     violations,
                 },
-                fingerprint: None,
+                fingerprint,
             },
             policy,
         )
+        .unwrap()
+}
+
+/// Rows changed on this connection so far (to show that a step wrote nothing).
+fn total_changes(store: &TicketStore) -> i64 {
+    store
+        .conn
+        .query_row("SELECT total_changes()", [], |r| r.get(0))
         .unwrap()
 }
 
@@ -250,4 +268,326 @@ fn reopening_keeps_data_and_a_newer_schema_is_refused() {
             .contains("newer than this operator supports"),
         "{err}"
     );
+}
+
+#[test]
+fn json_keeps_the_field_names_and_strings_it_had() {
+    let (_d, mut s) = store();
+    let p = Policy {
+        resolve_after: 1,
+        ..Policy::default()
+    };
+    let id = tick(&mut s, 1, &[v("k", Severity::Warning)], p).opened[0].id;
+    tick(&mut s, 2, &[], p);
+    let json = serde_json::to_value(s.get(id).unwrap()).unwrap();
+    for (field, want) in [
+        ("kind", "invariant"),
+        ("status", "resolved"),
+        ("resolution", "auto"),
+        ("severity", "warning"),
+        ("invariant", "INV-1"),
+        ("summary", "k broke"),
+    ] {
+        assert_eq!(json[field], want, "{field} in {json}");
+    }
+    for field in [
+        "id",
+        "subject",
+        "component",
+        "evidence",
+        "count",
+        "first_seen",
+        "last_seen",
+        "opened_tick",
+        "last_tick",
+        "clear_streak",
+        "resolved_at",
+        "diagnosis",
+    ] {
+        assert!(json.get(field).is_some(), "{field} missing from {json}");
+    }
+    let detail = serde_json::to_value(s.detail(id).unwrap()).unwrap();
+    let kinds: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["opened", "resolved"]);
+    let manual = tick(&mut s, 3, &[v("k", Severity::Info)], p).opened[0].id;
+    let json = serde_json::to_value(s.resolve(manual, 4).unwrap()).unwrap();
+    assert_eq!(json["resolution"], "manual");
+    let fail = s
+        .record_tick(
+            &TickRecord {
+                subject: "s",
+                tick: 4,
+                at_ms: 4,
+                duration: Duration::ZERO,
+                result: TickResult::PluginFailed {
+                    kind: "trap",
+                    message: "boom",
+                },
+                fingerprint: None,
+            },
+            p,
+        )
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(&fail.opened[0]).unwrap()["kind"],
+        "plugin-failure"
+    );
+}
+
+#[test]
+fn a_ticket_keeps_the_evidence_it_opened_with() {
+    let (_d, mut s) = store();
+    let p = Policy::default();
+    let mut first = v("k", Severity::Warning);
+    first.evidence = vec![("leader".into(), "node-1".into())];
+    let id = tick(&mut s, 1, &[first], p).opened[0].id;
+    let mut later = v("k", Severity::Warning);
+    later.evidence = vec![("leader".into(), "node-3".into())];
+    tick(&mut s, 2, &[later.clone()], p);
+    tick(&mut s, 3, &[later], p);
+    let t = s.get(id).unwrap();
+    assert_eq!(t.evidence["leader"], "node-3");
+    assert_eq!(t.opening_evidence.unwrap()["leader"], "node-1");
+}
+
+#[test]
+fn live_tickets_are_capped_per_subject_and_the_excess_is_counted() {
+    let (_d, mut s) = store();
+    let p = Policy {
+        max_live_tickets: 10,
+        ..Policy::default()
+    };
+    let many: Vec<Violation> = (0..25)
+        .map(|i| v(&format!("k{i:02}"), Severity::Info))
+        .collect();
+    let out = tick(&mut s, 1, &many, p);
+    assert_eq!((out.opened.len(), out.over_live_cap), (10, 15));
+    // The ten live ones keep updating; the rest are counted again, not stored.
+    let out = tick(&mut s, 2, &many, p);
+    assert_eq!(
+        (out.opened.len(), out.updated, out.over_live_cap),
+        (0, 10, 15)
+    );
+    assert_eq!(s.live("s").unwrap().len(), 10);
+    // Host failure tickets are not subject to the cap.
+    let err = operator_model::ObserveError::Unreachable("x".into());
+    let out = s
+        .record_tick(
+            &TickRecord {
+                subject: "s",
+                tick: 3,
+                at_ms: 3000,
+                duration: Duration::ZERO,
+                result: TickResult::ObserveFailed(&err),
+                fingerprint: None,
+            },
+            p,
+        )
+        .unwrap();
+    assert_eq!(out.opened.len(), 1);
+    // Room frees up as tickets resolve; a tick resolves after it opens, so the room is
+    // there from the next tick on.
+    let p1 = Policy {
+        resolve_after: 1,
+        ..p
+    };
+    let out = tick(&mut s, 4, &many[10..], p1);
+    assert_eq!(
+        (out.resolved.len(), out.opened.len(), out.over_live_cap),
+        (11, 0, 15)
+    );
+    let out = tick(&mut s, 5, &many[10..], p1);
+    assert_eq!((out.opened.len(), out.over_live_cap), (10, 5));
+}
+
+#[test]
+fn strings_from_the_plugin_are_capped() {
+    let (_d, mut s) = store();
+    let huge = "x".repeat(10 * 1024 * 1024);
+    let bad = Violation {
+        invariant: huge.clone(),
+        severity: Severity::Critical,
+        component: huge.clone(),
+        summary: huge.clone(),
+        evidence: (0..40)
+            .map(|i| (format!("{i}{}", "k".repeat(500)), "v".repeat(50_000)))
+            .collect(),
+        dedup_key: huge.clone(),
+    };
+    let out = tick(&mut s, 1, &[bad.clone()], Policy::default());
+    assert_eq!(
+        out.truncated, 5,
+        "invariant, component, summary, key, evidence"
+    );
+    let t = &out.opened[0];
+    assert!(t.summary.len() <= limits::MAX_SUMMARY && t.summary.ends_with(" bytes]"));
+    assert!(t.invariant.len() <= limits::MAX_NAME && t.component.len() <= limits::MAX_NAME);
+    assert!(t.dedup_key.len() <= limits::MAX_DEDUP_KEY);
+    assert_eq!(t.evidence.len(), limits::MAX_EVIDENCE_ITEMS + 1);
+    let row_bytes: i64 = s
+        .conn
+        .query_row(
+            "SELECT length(summary) + length(evidence) + length(opening_evidence) + length(dedup_key) FROM tickets",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(row_bytes < 400_000, "{row_bytes}");
+    // The same long key finds the same ticket again.
+    let out = tick(&mut s, 2, &[bad], Policy::default());
+    assert_eq!((out.opened.len(), out.updated), (0, 1));
+}
+
+#[test]
+fn a_v1_database_migrates_to_v2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        // A database as the v1 operator left it: made with the v1 SQL, with rows in it.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            r#"
+            INSERT INTO observations (id, subject, tick, taken_at, data) VALUES
+              (1, 's', 1, 1000, '{"timestamp_ms":1000,"components":[],"metrics":[],"events":[],"problems":[]}'),
+              (2, 's', 2, 2000, '{"timestamp_ms":2000,"components":[],"metrics":[],"events":[],"problems":[]}');
+            INSERT INTO tickets (id, subject, dedup_key, kind, invariant, severity, component, summary,
+              evidence, status, count, first_seen, last_seen, opened_tick, last_tick, clear_streak)
+              VALUES (1, 's', 'k', 'invariant', 'INV-1', 'warning', 'c', 'k broke', '{"a":"1"}',
+              'open', 2, 2000, 2000, 2, 2, 0);
+            INSERT INTO ticket_observations VALUES (1, 1), (1, 2);
+            INSERT INTO ticket_events (ticket_id, at, kind, detail) VALUES (1, 2000, 'opened', 'k broke');
+            INSERT INTO heartbeat VALUES ('s', 2, 2000, 1.0, 1, NULL, 1);
+            "#,
+        )
+        .unwrap();
+    }
+    let mut s = TicketStore::open(&path).unwrap();
+    let version: i64 = s
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let t = s.get(1).unwrap();
+    assert_eq!(
+        (t.kind, t.status, t.count),
+        (TicketKind::Invariant, Status::Open, 2)
+    );
+    assert_eq!(t.opening_evidence, None, "v1 did not keep it; no guess");
+    assert_eq!(t.diagnosis_state, DiagnosisState::default());
+    let (opening, bytes): (Option<i64>, i64) = s
+        .conn
+        .query_row(
+            "SELECT opening_observation_id, (SELECT SUM(bytes) FROM observations) FROM tickets",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(opening, Some(2), "the observation of the tick it opened on");
+    let one = r#"{"timestamp_ms":1000,"components":[],"metrics":[],"events":[],"problems":[]}"#;
+    assert_eq!(bytes, 2 * one.len() as i64);
+    // And it keeps working as a v2 store.
+    assert_eq!(s.next_tick("s").unwrap(), 3);
+    let out = tick(&mut s, 3, &[v("k", Severity::Critical)], Policy::default());
+    assert_eq!((out.updated, out.escalated.len()), (1, 1));
+    let claim = s
+        .claim_for_diagnosis(3000, Duration::from_secs(60), "w")
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.ticket.id, 1);
+    assert!(
+        s.complete_diagnosis(
+            1,
+            "w",
+            None,
+            &serde_json::json!({"summary": "x"}),
+            "offline",
+            3001
+        )
+        .unwrap()
+    );
+    assert_eq!(s.diagnoses(1).unwrap().len(), 1);
+    assert_eq!(s.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn incidents_are_kept_on_their_tickets() {
+    let (_d, mut s) = store();
+    let out = tick(
+        &mut s,
+        1,
+        &[
+            v("redis", Severity::Critical),
+            v("drift-a", Severity::Warning),
+            v("drift-b", Severity::Warning),
+        ],
+        Policy::default(),
+    );
+    let ids: Vec<i64> = out.opened.iter().map(|t| t.id).collect();
+    let (a, b, root) = (ids[0], ids[1], ids[2]); // BTreeMap order: drift-a, drift-b, redis
+    let members = [
+        (
+            root,
+            Role::Root,
+            "opened first; the others need it".to_string(),
+        ),
+        (a, Role::Symptom, "shares component c".to_string()),
+        (b, Role::Symptom, "opened within 2 ticks".to_string()),
+    ];
+    s.assign_incident(root, &members, 5).unwrap();
+    let t = s.get(a).unwrap();
+    assert_eq!(
+        t.incident,
+        Some(IncidentRef {
+            id: root,
+            role: Role::Symptom,
+            reason: "shares component c".into()
+        })
+    );
+    let listed = s.list(None, None).unwrap();
+    assert!(
+        listed
+            .iter()
+            .all(|t| t.incident.as_ref().map(|i| i.id) == Some(root))
+    );
+    let json = serde_json::to_value(s.get(root).unwrap()).unwrap();
+    assert_eq!(json["incident"]["role"], "root");
+    assert_eq!(json["incident"]["id"], root);
+    assert_eq!(
+        s.incident(root)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect::<Vec<_>>(),
+        [root, a, b]
+    );
+    // Assigning the same grouping again writes nothing.
+    let before = total_changes(&s);
+    s.assign_incident(root, &members, 6).unwrap();
+    assert_eq!(total_changes(&s), before);
+    let events = s.detail(a).unwrap().events;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::Incident)
+            .count(),
+        1
+    );
+    // Bad groupings are refused; unknown tickets are NotFound.
+    assert!(matches!(
+        s.assign_incident(root, &[(a, Role::Root, String::new())], 7),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.assign_incident(root, &[(999, Role::Symptom, String::new())], 7),
+        Err(StoreError::NotFound(999))
+    ));
+    s.clear_incident(b, 8).unwrap();
+    assert_eq!(s.get(b).unwrap().incident, None);
 }
