@@ -1,113 +1,96 @@
-//! The TiKV subject: watches a TiKV cluster through PD's HTTP API.
+//! The TiKV subject: watches a TiKV cluster through PD's HTTP API, Prometheus and the
+//! stores' logs, checks TIKV-INV-01..12, and acts through PD's operator and scheduler API.
 //!
-//! This is the first slice (store states); the full subject is on the roadmap.
+//! Settings (`--set key=value`, see `settings.rs` and README.md):
+//! - `pd` (required): PD base URL(s), comma-separated, tried in order.
+//! - `prometheus`: a Prometheus scraping PD and TiKV.
+//! - `log.<component>`: a log source (`file:/path` or `docker:<container>`) for a store
+//!   (`store-<id>`), a PD member (`pd-<name>`) or any name.
+//! - thresholds, each with a default (`latency_p99_ms`, `low_space_ratio`, ...).
+//!
+//! Everything but the glue below is pure over [`transport::Transport`], so the native tests
+//! run the same observe, check and action code against fixture files.
 
-use operator_sdk::prelude::*;
-use serde::Deserialize;
+pub mod actions;
+pub mod invariants;
+pub mod keys;
+pub mod logparse;
+pub mod metadata;
+pub mod observe;
+pub mod pd;
+pub mod prom;
+pub mod settings;
+pub mod transport;
 
-struct Tikv;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixture;
 
-#[derive(Deserialize)]
-struct Stores {
-    #[serde(default)]
-    stores: Vec<StoreEntry>,
-}
+// The exports exist only in the wasm component: a native cdylib cannot carry WIT export
+// names, and the native build exists for the tests and the bench.
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    use crate::settings::Settings;
+    use crate::transport::{FetchError, Method, Reply, Transport};
+    use crate::{actions, invariants, metadata, observe};
+    use operator_sdk::prelude::*;
 
-#[derive(Deserialize)]
-struct StoreEntry {
-    store: StoreInfo,
-}
+    /// The host's imports as a [`Transport`].
+    struct Host;
 
-#[derive(Deserialize)]
-struct StoreInfo {
-    id: u64,
-    #[serde(default)]
-    address: String,
-    /// Derived by PD: Up, Disconnected, Down, Offline, Tombstone.
-    #[serde(default)]
-    state_name: String,
-}
+    impl Transport for Host {
+        fn send(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Reply, FetchError> {
+            let mut req = http::Request::new(method.as_str(), url);
+            if let Some(b) = body {
+                req = req.header("content-type", "application/json").body(b);
+            }
+            match req.send() {
+                Ok(r) => Ok(Reply { status: r.status, body: r.body }),
+                Err(http::Error::Transport { url, error }) => Err(match error {
+                    http::HttpError::Timeout => FetchError::Unreachable(format!("{url}: timed out")),
+                    http::HttpError::Connect(m) => FetchError::Unreachable(format!("{url}: {m}")),
+                    http::HttpError::Denied(m) => FetchError::Denied(format!("{url}: {m}")),
+                    http::HttpError::TooLarge(n) => FetchError::TooLarge(n),
+                    http::HttpError::Invalid(m) | http::HttpError::Other(m) => FetchError::Other(format!("{url}: {m}")),
+                }),
+                Err(e) => Err(FetchError::Other(e.to_string())),
+            }
+        }
 
-fn pd() -> Result<String, ObserveError> {
-    config::require("pd").map_err(ObserveError::Config)
-}
-
-impl Subject for Tikv {
-    fn metadata() -> Metadata {
-        Metadata {
-            name: "tikv".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "TiKV cluster via PD (setting: pd=http://pd:2379)".into(),
-            invariants: vec![InvariantInfo {
-                id: "TIKV-01".into(),
-                name: "store not up".into(),
-                description: "Every store PD knows (except tombstones) is Up".into(),
-                severity: Severity::Critical,
-            }],
-            actions: vec![],
-            failure_modes: vec![],
+        fn tail(&self, component: &str, lines: u32) -> Result<Vec<String>, String> {
+            logs::tail(component, lines)
         }
     }
 
-    fn observe() -> Result<Observation, ObserveError> {
-        let url = http::join(&pd()?, "/pd/api/v1/stores");
-        let stores: Stores = http::get_json(&url).map_err(|e| {
-            if e.is_unreachable() {
-                ObserveError::Unreachable(e.to_string())
-            } else {
-                ObserveError::BadData(e.to_string())
+    fn settings() -> Result<Settings, String> {
+        let all = config::all();
+        Settings::from_pairs(all.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    }
+
+    struct Tikv;
+
+    impl Subject for Tikv {
+        fn metadata() -> Metadata {
+            metadata::metadata()
+        }
+
+        fn observe() -> Result<Observation, ObserveError> {
+            let s = settings().map_err(ObserveError::Config)?;
+            for w in &s.warnings {
+                log::warn(w.clone());
             }
-        })?;
-        let components = stores
-            .stores
-            .into_iter()
-            .map(|s| Component {
-                id: format!("store-{}", s.store.id),
-                kind: "tikv".into(),
-                address: s.store.address,
-                state: match s.store.state_name.as_str() {
-                    "Up" => ComponentState::Up,
-                    "Disconnected" | "Offline" => ComponentState::Degraded,
-                    "Down" => ComponentState::Down,
-                    _ => ComponentState::Unknown,
-                },
-                attributes: vec![kv("state_name", s.store.state_name)],
-            })
-            .collect();
-        Ok(Observation {
-            timestamp_ms: now_ms(),
-            components,
-            metrics: vec![],
-            events: vec![],
-            problems: vec![],
-        })
+            observe::observe(&Host, &s, now_ms())
+        }
+
+        fn check_invariants(history: Vec<Observation>) -> Vec<Violation> {
+            let thresholds = settings().map(|s| s.thresholds).unwrap_or_default();
+            invariants::check(&history, &thresholds)
+        }
+
+        fn execute(action: String, params: Vec<Kv>) -> Result<String, ActionError> {
+            let s = settings().map_err(ActionError::BadParams)?;
+            actions::execute(&Host, &s, &action, &params)
+        }
     }
 
-    fn check_invariants(history: Vec<Observation>) -> Vec<Violation> {
-        let Some(now) = history.last() else {
-            return vec![];
-        };
-        now.components
-            .iter()
-            .filter(|c| c.kind == "tikv")
-            .filter(|c| !matches!(c.attr("state_name"), Some("Up") | Some("Tombstone")))
-            .map(|c| Violation {
-                invariant: "TIKV-01".into(),
-                severity: Severity::Critical,
-                component: c.id.clone(),
-                summary: format!("{} is {}", c.id, c.attr("state_name").unwrap_or("unknown")),
-                evidence: vec![
-                    kv("state_name", c.attr("state_name").unwrap_or("")),
-                    kv("address", &c.address),
-                ],
-                dedup_key: format!("TIKV-01:{}", c.id),
-            })
-            .collect()
-    }
-
-    fn execute(action: String, _params: Vec<Kv>) -> Result<String, ActionError> {
-        Err(ActionError::UnknownAction(action))
-    }
+    operator_sdk::export_subject!(Tikv);
 }
-
-operator_sdk::export_subject!(Tikv);
