@@ -24,6 +24,8 @@ pub enum Error {
     },
     /// The body is not what was expected.
     Decode { url: String, message: String },
+    /// The request body could not be serialized; nothing was sent.
+    Encode { url: String, message: String },
 }
 
 impl Error {
@@ -54,7 +56,8 @@ impl Error {
         match self {
             Error::Transport { url, .. }
             | Error::Status { url, .. }
-            | Error::Decode { url, .. } => url,
+            | Error::Decode { url, .. }
+            | Error::Encode { url, .. } => url,
         }
     }
 }
@@ -68,6 +71,9 @@ impl fmt::Display for Error {
                 write!(f, "{url}: HTTP {status}: {body}")
             }
             Error::Decode { url, message } => write!(f, "{url}: malformed response: {message}"),
+            Error::Encode { url, message } => {
+                write!(f, "{url}: request body not sent, it cannot be serialized: {message}")
+            }
         }
     }
 }
@@ -88,6 +94,7 @@ fn describe(e: &HttpError) -> String {
 /// A request builder.
 pub struct Request {
     inner: wit::Request,
+    encode_error: Option<String>,
 }
 
 impl Request {
@@ -100,6 +107,7 @@ impl Request {
                 body: None,
                 timeout_ms: Some(DEFAULT_TIMEOUT_MS),
             },
+            encode_error: None,
         }
     }
 
@@ -116,9 +124,16 @@ impl Request {
         self
     }
 
-    pub fn json<T: Serialize>(self, value: &T) -> Self {
-        let body = serde_json::to_vec(value).unwrap_or_default();
-        self.header("content-type", "application/json").body(body)
+    /// A JSON body. A value that cannot be serialized makes `send` fail with
+    /// [`Error::Encode`] instead of sending an empty body.
+    pub fn json<T: Serialize>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => self.header("content-type", "application/json").body(body),
+            Err(e) => {
+                self.encode_error = Some(e.to_string());
+                self
+            }
+        }
     }
 
     pub fn timeout_ms(mut self, ms: u32) -> Self {
@@ -129,6 +144,9 @@ impl Request {
     /// Sends the request; any status is returned as a response.
     pub fn send(self) -> Result<Response, Error> {
         let url = self.inner.url.clone();
+        if let Some(message) = self.encode_error {
+            return Err(Error::Encode { url, message });
+        }
         wit::send(&self.inner).map_err(|error| Error::Transport { url, error })
     }
 

@@ -5,17 +5,26 @@
 //! HTTP and JSON over the host's `http` import, a Prometheus text parser and HTTP API
 //! client, read-only Redis access, component logs, config lookup and logging.
 //!
+//! A plugin implements the hand-written [`Subject`] trait: `metadata` and `observe` are
+//! required, `check_invariants` (no violations) and `execute` (unknown action) have
+//! defaults. The raw bindgen interface stays hidden behind [`export_subject!`], so a new
+//! WIT version changes this crate, not every plugin. Records are best made with the
+//! builders in [`build`], which fill fields added by later versions with defaults.
+//!
 //! ```ignore
 //! use operator_sdk::prelude::*;
 //!
-//! struct MySubject;
-//! impl Subject for MySubject {
-//!     fn metadata() -> Metadata { /* ... */ }
+//! struct Web;
+//! impl Subject for Web {
+//!     fn metadata() -> Metadata {
+//!         Metadata::new("web", env!("CARGO_PKG_VERSION"))
+//!             .describe("a web service behind /health")
+//!             .setting(Setting::origin("url", "the service's base URL").required())
+//!             .invariant(Invariant::new("WEB-01", "healthy", Severity::Critical))
+//!     }
 //!     fn observe() -> Result<Observation, ObserveError> { /* ... */ }
-//!     fn check_invariants(history: Vec<Observation>) -> Vec<Violation> { /* ... */ }
-//!     fn execute(action: String, params: Vec<Kv>) -> Result<String, ActionError> { /* ... */ }
 //! }
-//! operator_sdk::export_subject!(MySubject);
+//! operator_sdk::export_subject!(Web);
 //! ```
 
 // Lets the generated code name this crate by its public path, from inside and outside.
@@ -28,13 +37,14 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "subject",
-        path: "../wit",
+        path: "../wit/since_v0.2.0",
         pub_export_macro: true,
         default_bindings_module: "operator_sdk::bindings",
         runtime_path: "operator_sdk::__wit_bindgen::rt",
     });
 }
 
+pub mod build;
 pub mod config;
 pub mod history;
 pub mod http;
@@ -43,32 +53,82 @@ pub mod logs;
 pub mod prometheus;
 pub mod redis;
 
-pub use bindings::exports::operator::subject::plugin::Guest as Subject;
 pub use bindings::operator::subject::types::{
     ActionError, ActionInfo, Comparison, Component, ComponentState, Event, FailureMode,
     InvariantInfo, Kv, MetricCheck, MetricSample, Observation, ObserveError, ParamInfo, Problem,
-    Risk, Severity, Signal, SignalCheck, SubjectMetadata as Metadata, Violation,
+    Risk, SettingInfo, SettingKind, Severity, Signal, SignalCheck, SubjectMetadata as Metadata,
+    Violation,
 };
 
-/// The WIT package version this SDK builds plugins against.
-pub const WIT_VERSION: &str = "0.1.0";
+/// The WIT package version this SDK builds plugins against: the newest `wit/since_v*`
+/// folder. A host test checks that it, the folder and the host agree.
+pub const WIT_VERSION: &str = "0.2.0";
+
+/// What a subject plugin implements. Only `metadata` and `observe` are required.
+pub trait Subject {
+    /// Static description: settings, invariants, actions, failure modes.
+    fn metadata() -> Metadata;
+
+    /// One snapshot of the subject. Reads only.
+    fn observe() -> Result<Observation, ObserveError>;
+
+    /// Checks the invariants against recent observations, oldest first; the last one is
+    /// this tick's. Reads only. By default there is nothing to check.
+    fn check_invariants(history: Vec<Observation>) -> Vec<Violation> {
+        let _ = history;
+        Vec::new()
+    }
+
+    /// Runs a declared action. By default the subject declares none.
+    fn execute(action: String, params: Vec<Kv>) -> Result<String, ActionError> {
+        let _ = params;
+        Err(ActionError::UnknownAction(action))
+    }
+}
 
 /// Registers `$ty` (which implements [`Subject`]) as the plugin's exports.
 #[macro_export]
 macro_rules! export_subject {
-    ($ty:ident) => {
-        $crate::bindings::export!($ty with_types_in $crate::bindings);
+    ($ty:ty) => {
+        #[doc(hidden)]
+        struct __OperatorSubjectExports;
+
+        impl $crate::bindings::exports::operator::subject::plugin::Guest
+            for __OperatorSubjectExports
+        {
+            fn metadata() -> $crate::Metadata {
+                <$ty as $crate::Subject>::metadata()
+            }
+            fn observe() -> ::core::result::Result<$crate::Observation, $crate::ObserveError> {
+                <$ty as $crate::Subject>::observe()
+            }
+            fn check_invariants(
+                history: ::std::vec::Vec<$crate::Observation>,
+            ) -> ::std::vec::Vec<$crate::Violation> {
+                <$ty as $crate::Subject>::check_invariants(history)
+            }
+            fn execute(
+                action: ::std::string::String,
+                params: ::std::vec::Vec<$crate::Kv>,
+            ) -> ::core::result::Result<::std::string::String, $crate::ActionError> {
+                <$ty as $crate::Subject>::execute(action, params)
+            }
+        }
+
+        $crate::bindings::export!(__OperatorSubjectExports with_types_in $crate::bindings);
     };
 }
 
 /// Everything a plugin usually imports.
 pub mod prelude {
+    pub use crate::build::{Action, Check, Invariant, Setting};
     pub use crate::history::Samples;
     pub use crate::prometheus::Histogram;
     pub use crate::{
         ActionError, ActionInfo, Comparison, Component, ComponentState, Event, FailureMode,
         InvariantInfo, Kv, Metadata, MetricCheck, MetricSample, Observation, ObserveError,
-        ParamInfo, Problem, Risk, Severity, Signal, SignalCheck, Subject, Violation, kv, now_ms,
+        ParamInfo, Problem, Risk, SettingInfo, SettingKind, Severity, Signal, SignalCheck, Subject,
+        Violation, kv, now_ms,
     };
     pub use crate::{config, http, log, logs, prometheus, redis};
 }

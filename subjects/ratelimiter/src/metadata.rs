@@ -80,6 +80,22 @@ pub fn metadata() -> Metadata {
         description: "Distributed sliding-window rate limiter: nodes sharing one Redis \
                       (settings: nodes=URL,URL,... redis=redis://host:port)"
             .into(),
+        settings: vec![
+            Setting::origins(
+                "nodes",
+                "the nodes' base URLs, comma-separated (http://127.0.0.1:7001,...)",
+            )
+            .required(),
+            Setting::origin("redis", "the shared Redis, read directly and read-only (redis://host:port)"),
+            Setting::origin("prometheus", "a Prometheus that scrapes the nodes (optional; their /metrics suffice)"),
+            Setting::value("latency_p99_ms", "MON-03: p99 decision latency limit in ms").default_value(100),
+            Setting::value("latency_min_samples", "MON-03: fewest decisions in a tick to judge p99").default_value(20),
+            Setting::value("heartbeat_stale_ms", "MON-01: registry heartbeat age that counts as stale").default_value(3000),
+            Setting::value("drift_tolerance", "MON-04: allowed disagreement, as a share of the limit (at least 2)").default_value(0.1),
+            Setting::value("hot_key_share", "MON-07: share of all decisions one key may take").default_value(0.5),
+            Setting::value("hot_key_min_decisions", "MON-07: fewest decisions in a tick to judge").default_value(200),
+            Setting::value("ttl_scan_limit", "MON-06: most keys scanned for a missing TTL per tick").default_value(1000),
+        ],
         invariants: vec![
             inv(
                 "MON-01",

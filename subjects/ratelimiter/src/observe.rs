@@ -134,6 +134,7 @@ fn error_kind(e: &http::Error) -> &'static str {
         http::Error::Transport { .. } => "transport",
         http::Error::Status { .. } => "http-status",
         http::Error::Decode { .. } => "bad-data",
+        http::Error::Encode { .. } => "encode",
     }
 }
 

@@ -33,6 +33,13 @@ impl Subject for Escape {
             name: "escape".into(),
             version: "0.0.0".into(),
             description: "tries to leave the sandbox".into(),
+            settings: vec![
+                Setting::origin("allowed", "a server the plugin may reach"),
+                Setting::origin("redirector", "a server that redirects elsewhere"),
+                Setting::origin("redis_url", "a Redis the plugin may read"),
+                Setting::value("probe_port", "a loopback port it must not reach"),
+                Setting::value("sneaky", "a URL given as a plain value: never a grant"),
+            ],
             invariants: vec![],
             actions: vec![],
             failure_modes: vec![],

@@ -16,6 +16,7 @@ impl Subject for Good {
             name: "good".into(),
             version: "1.0.0".into(),
             description: "a well-behaved test subject".into(),
+            settings: vec![Setting::origin("target", "the test server's base URL").required()],
             invariants: vec![InvariantInfo {
                 id: "GOOD-01".into(),
                 name: "component healthy".into(),

@@ -10,6 +10,7 @@ impl Subject for Guest {
             name: "panic".into(),
             version: "0.0.0".into(),
             description: "panics in observe".into(),
+            settings: vec![],
             invariants: vec![],
             actions: vec![],
             failure_modes: vec![],

@@ -10,6 +10,7 @@ impl Subject for Guest {
             name: "spin".into(),
             version: "0.0.0".into(),
             description: "loops forever in observe".into(),
+            settings: vec![],
             invariants: vec![],
             actions: vec![],
             failure_modes: vec![],
