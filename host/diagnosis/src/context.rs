@@ -119,7 +119,7 @@ pub enum SignalKind {
 /// One signal that moved between the baseline and the current observation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
-    /// e.g. `component:redis.state`, `rate:x_total{node="a"}`.
+    /// e.g. `component:db-1.state`, `rate:x_total{node="a"}`.
     pub reference: String,
     pub kind: SignalKind,
     /// The component the signal belongs to, when one is known.
