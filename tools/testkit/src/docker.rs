@@ -1,7 +1,7 @@
 //! Real containers for tests, on an engine with no registry: the image is made here from
 //! Debian's static busybox (`busybox-static`) with `docker import`.
 
-use crate::support::wait_for;
+use crate::wait::wait_for;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
