@@ -46,7 +46,10 @@ impl StoreError {
             }
             StoreError::Redis(e) if e.is_io_error() => "io",
             StoreError::Redis(e) => match e.kind() {
-                redis::ErrorKind::Server(_) => "server",
+                // Redis answered with an error. `Extension` is an error code the client
+                // library has no name for, such as WRONGTYPE raised inside a script: Redis
+                // is reachable, so the node must not degrade for it.
+                redis::ErrorKind::Server(_) | redis::ErrorKind::Extension => "server",
                 redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType => "response",
                 _ => "other",
             },
@@ -354,5 +357,35 @@ impl Store {
             .await?;
         // An entry can expire between SCAN and MGET.
         Ok(values.into_iter().flatten().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_redis_answers_with_is_a_server_error_not_an_outage() {
+        for e in [
+            redis::make_extension_error(
+                "WRONGTYPE".into(),
+                Some("Operation against a key holding the wrong kind of value".into()),
+            ),
+            RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                "ERR",
+            )),
+        ] {
+            let e = StoreError::Redis(e);
+            assert_eq!(e.kind(), "server", "{e}");
+            assert!(!e.is_outage(), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_timeout_is_an_outage() {
+        let e = StoreError::Timeout(Duration::from_millis(400));
+        assert_eq!(e.kind(), "timeout");
+        assert!(e.is_outage());
     }
 }

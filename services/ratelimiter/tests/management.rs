@@ -1,10 +1,12 @@
-//! Management API, input validation and chaos switches.
+//! Management API, input validation, chaos switches, `Retry-After`, and what a clean
+//! shutdown does to the registry.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use ratelimiter::store::{NODE_PREFIX, NODE_TTL_MS};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +93,17 @@ async fn reset_block_unblock_and_drain() {
         ] {
             assert!(!n[f].is_null(), "node entry lacks {f}: {n}");
         }
-        assert!(n["age_ms"].as_u64().expect("age") < 3000);
+        // The entry exists, so its heartbeat is younger than the entry's TTL; a larger
+        // age would mean last_heartbeat_ms is not on the Redis clock.
+        let age = n["age_ms"].as_u64().expect("age_ms");
+        assert!(
+            age <= NODE_TTL_MS,
+            "age_ms {age} above the {NODE_TTL_MS} ms TTL: {n}"
+        );
+        assert!(
+            n["started_ms"].as_u64() <= n["last_heartbeat_ms"].as_u64(),
+            "{n}"
+        );
     }
 }
 
@@ -362,4 +374,103 @@ async fn chaos_latency_and_local_only() {
     .await;
     let (s, v) = check(&http, &a.url, "part").await;
     assert_eq!((s, v["mode"].clone()), (200, json!("normal")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denial_sets_retry_after_in_whole_seconds_rounded_up() {
+    let redis = Redis::start();
+    let n = Node::start(&redis.url(), "retry-1", &[], true).await;
+    let http = client();
+    for (key, limit, window) in [
+        ("counted", 2, 60_000),
+        ("short", 10, 300),
+        ("odd", 10, 2_200),
+    ] {
+        let (s, v) = put(
+            &http,
+            &n.url,
+            &format!("/v1/limits/{key}"),
+            json!({"limit": limit, "window_ms": window}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+    }
+
+    // Allowed answers carry no Retry-After.
+    for _ in 0..2 {
+        let (s, retry, v) = check_with_retry_after(&http, &n.url, "counted").await;
+        assert_eq!((s, retry), (200, None), "{v}");
+    }
+    // A denial by count: the header is retry_after_ms in seconds, rounded up.
+    let (s, retry, v) = check_with_retry_after(&http, &n.url, "counted").await;
+    assert_eq!(s, 429, "{v}");
+    let ms = v["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(ms > 0, "{v}");
+    assert_eq!(retry, Some(ms.div_ceil(1000).to_string()), "{v}");
+
+    // A blocked key waits exactly one window, so the header is known in advance: 300 ms
+    // rounds up to 1 s (never 0), 2200 ms to 3 s (not 2).
+    for (key, window, header) in [("short", 300, "1"), ("odd", 2_200, "3")] {
+        let (s, _) = post(&http, &n.url, &format!("/v1/keys/{key}/block"), json!({})).await;
+        assert_eq!(s, 200);
+        let (s, retry, v) = check_with_retry_after(&http, &n.url, key).await;
+        assert_eq!(s, 429, "{v}");
+        assert_eq!(v["retry_after_ms"], window, "{v}");
+        assert_eq!(retry.as_deref(), Some(header), "{key}: {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_removes_the_registry_entry_and_sigkill_leaves_it_to_expire() {
+    let redis = Redis::start();
+    let termed = Node::start(&redis.url(), "term-a", &[], true).await;
+    let mut killed = Node::start(&redis.url(), "kill-b", &[], true).await;
+    let survivor = Node::start(&redis.url(), "stay-c", &[], true).await;
+    let http = client();
+    let (http, survivor) = (&http, &survivor);
+    let listed = move || async move {
+        let (s, v) = get(http, &survivor.url, "/v1/nodes").await;
+        assert_eq!(s, 200, "{v}");
+        let mut ids: Vec<String> = v["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter_map(|n| n["id"].as_str().map(String::from))
+            .collect();
+        ids.sort();
+        ids
+    };
+    wait_until(Duration::from_secs(10), "all three registered", || async {
+        listed().await.len() == 3
+    })
+    .await;
+
+    // The entry's remaining TTL right before the signal: had the node not deleted it, it
+    // would still exist for this long.
+    let key = format!("{NODE_PREFIX}term-a");
+    let ttl: i64 = redis_cmd(&redis, &["PTTL", &key]).await;
+    assert!(ttl > 0, "{key} PTTL {ttl}");
+    let signalled = std::time::Instant::now();
+    let status = termed.terminate().await;
+    let exited = signalled.elapsed();
+    assert!(status.success(), "SIGTERM exit: {status}");
+    let exists: i64 = redis_cmd(&redis, &["EXISTS", &key]).await;
+    assert!(
+        exited < Duration::from_millis(ttl as u64),
+        "inconclusive: the node took {exited:?} to exit, longer than its entry's {ttl} ms TTL"
+    );
+    assert_eq!(exists, 0, "{key} still in Redis after a clean shutdown");
+
+    // SIGKILL cannot clean up: the entry stays until its TTL runs out.
+    killed.kill();
+    let key = format!("{NODE_PREFIX}kill-b");
+    let exists: i64 = redis_cmd(&redis, &["EXISTS", &key]).await;
+    assert_eq!(exists, 1, "{key} vanished although nobody deleted it");
+    assert_eq!(listed().await, ["kill-b", "stay-c"]);
+    wait_until(
+        Duration::from_millis(NODE_TTL_MS + 5000),
+        "the killed node's entry to expire",
+        || async { listed().await == ["stay-c"] },
+    )
+    .await;
 }

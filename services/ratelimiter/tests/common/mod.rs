@@ -1,10 +1,8 @@
-//! Test support: a real redis-server and real `ratelimiter` processes on free loopback ports,
-//! killed on drop. Every wait is bounded.
+//! Test support: a real redis-server and real `ratelimiter` processes (from `testkit`, the
+//! workspace's harness), killed on drop, and an async HTTP client. Every wait is bounded.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -33,77 +31,35 @@ impl RedisExt for Redis {
     }
 }
 
-/// A `ratelimiter` node child process.
+/// A `ratelimiter` node child process (the harness's node, with its URL at hand).
 pub struct Node {
-    child: Child,
+    inner: testkit::ratelimiter::Node,
     pub id: String,
     pub url: String,
 }
 
 impl Node {
-    /// Start a node on an ephemeral port and wait until it reports its address. With
-    /// `wait_healthy`, also wait for /healthz to answer 200.
+    /// Start a node on a port of its choosing (`--listen 127.0.0.1:0`) and wait until it
+    /// reports its address. With `wait_healthy`, also wait for /healthz to answer 200.
     pub async fn start(redis_url: &str, id: &str, extra: &[&str], wait_healthy: bool) -> Node {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ratelimiter"));
-        for var in [
-            "RL_LISTEN",
-            "RL_REDIS",
-            "RL_NODE_ID",
-            "RL_POLICY",
-            "RL_CHAOS",
-            "RL_CONFIG",
-            "RL_DEFAULT_LIMIT",
-            "RL_DEFAULT_WINDOW_MS",
-            "RL_REDIS_TIMEOUT_MS",
-        ] {
-            cmd.env_remove(var);
-        }
-        let logs = std::env::var_os("RL_TEST_LOGS").is_some();
-        let mut child = cmd
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--redis",
-                redis_url,
-                "--node-id",
-                id,
-            ])
-            .args(extra)
-            .env("RUST_LOG", if logs { "info" } else { "warn" })
-            .stdout(Stdio::piped())
-            .stderr(if logs {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("spawn ratelimiter");
-        let stdout = child.stdout.take().expect("node stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            // Keep draining so the node never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(15)) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("node {id} did not report its address");
-            }
-        };
-        let addr = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from node {id}: {line:?}"))
-            .to_string();
+        let (redis_url, node_id) = (redis_url.to_string(), id.to_string());
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // Spawning waits (bounded) for the node's first line: keep it off the runtime.
+        let inner = tokio::task::spawn_blocking(move || {
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            testkit::ratelimiter::Node::spawn(
+                Path::new(env!("CARGO_BIN_EXE_ratelimiter")),
+                &redis_url,
+                &node_id,
+                &extra,
+            )
+        })
+        .await
+        .expect("spawning the node panicked");
         let node = Node {
-            child,
+            url: inner.url(),
             id: id.to_string(),
-            url: format!("http://{addr}"),
+            inner,
         };
         if wait_healthy {
             let http = client();
@@ -118,14 +74,19 @@ impl Node {
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.inner.kill();
     }
-}
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
+    /// SIGTERM, then wait (bounded) for the node to exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        tokio::task::spawn_blocking(move || self.inner.terminate(Duration::from_secs(10)))
+            .await
+            .expect("terminating the node panicked")
+    }
+
+    /// What the node has logged so far.
+    pub fn logs(&self) -> String {
+        self.inner.logs()
     }
 }
 
@@ -214,4 +175,37 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `POST /v1/check` for `key`, with the `Retry-After` header of the answer.
+pub async fn check_with_retry_after(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+) -> (u16, Option<String>, Value) {
+    let resp = http
+        .post(format!("{base}/v1/check"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "key": key }).to_string())
+        .send()
+        .await
+        .expect("POST /v1/check");
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .map(|v| v.to_str().expect("Retry-After is ASCII").to_string());
+    let (status, body) = to_json(resp).await;
+    (status, retry_after, body)
+}
+
+/// One Redis command on the test's own connection.
+pub async fn redis_cmd<T: redis::FromRedisValue>(redis: &Redis, args: &[&str]) -> T {
+    let mut c = redis.conn().await;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
 }
