@@ -15,10 +15,33 @@ db=${OPERATOR_DB:-operator.db}
 interval=${OPERATOR_INTERVAL:-2s}
 rate=${LOAD_RATE:-150}
 
-command -v redis-server >/dev/null || {
-  echo "redis-server is not installed (Debian: apt-get install redis-server)" >&2
-  exit 1
-}
+# Set-up on a fresh machine: install what the cluster needs from Debian, saying so.
+# redis-server brings redis-cli (redis-tools) with it; curl sets the limits below.
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-cli >/dev/null || need+=(redis-tools)
+command -v curl >/dev/null || need+=(curl)
+if ((${#need[@]})); then
+  echo "local.sh: ${need[*]} not installed; installing with apt-get" >&2
+  if ! command -v apt-get >/dev/null; then
+    echo "local.sh: no apt-get here; install ${need[*]} yourself and run this again" >&2
+    exit 1
+  fi
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || {
+      echo "local.sh: not root and no sudo; run: apt-get install -y ${need[*]}" >&2
+      exit 1
+    }
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
+  echo "local.sh: installed ${need[*]}" >&2
+fi
+# Debian starts a redis-server service on 6379 after installing; the cluster uses its own
+# server on $redis_port, so that one is left alone.
+
 cargo build --release
 bin=$root/target/release
 
@@ -35,8 +58,15 @@ trap 'exit 130' INT TERM
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
   >"$logs/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do
+redis_pid=$!
+pids+=("$redis_pid")
+# Ready when our own server answers; if it exits first (port taken), say why.
+for _ in $(seq 100); do
+  kill -0 "$redis_pid" 2>/dev/null || {
+    echo "redis-server could not start on port $redis_port:" >&2
+    tail -n 5 "$logs/redis.log" >&2
+    exit 1
+  }
   redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
   sleep 0.1
 done
@@ -50,7 +80,16 @@ for i in 1 2 3; do
   nodes+=("http://127.0.0.1:$port")
 done
 list=$(IFS=,; echo "${nodes[*]}")
-sleep 1
+for n in "${nodes[@]}"; do
+  for _ in $(seq 100); do
+    curl -fsS "$n/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  curl -fsS "$n/healthz" >/dev/null 2>&1 || {
+    echo "node $n is not healthy; its log is in $logs" >&2
+    exit 1
+  }
+done
 curl -fsS -XPUT "${nodes[0]}/v1/limits/_default" -d '{"limit":50,"window_ms":1000}' >/dev/null
 
 "$bin/loadgen" --target "$list" --rate "$rate" --duration 24h --keys 200 --zipf 1.0 \
