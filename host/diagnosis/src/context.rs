@@ -340,11 +340,14 @@ impl Context {
         let history = &input.history;
         let incident_start = input.tickets.iter().map(|t| t.opened_tick).min();
         let current = history.len().checked_sub(1);
-        // The last healthy observation: the latest one before the incident opened.
+        // The last healthy observation: the latest one before the incident opened, with a
+        // tick of margin when the history has it, because an invariant computed from deltas
+        // between ticks fires one tick after its signal moved.
         let baseline = match incident_start {
             Some(start) => history
                 .iter()
-                .rposition(|p| p.tick < start)
+                .rposition(|p| p.tick < start - 1)
+                .or_else(|| history.iter().rposition(|p| p.tick < start))
                 .or(if history.len() > 1 { Some(0) } else { None }),
             None => None,
         }
@@ -524,15 +527,25 @@ impl Context {
                 None => c.reference.clone(),
             }
         };
-        let mut shape_members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // Keyed by the component's kind too: `component:*.state` of one kind is not the
+        // same signal as on another kind.
+        let mut shape_members: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
         for c in changes.iter() {
-            if let Some(id) = &c.component {
+            if let Some(id) = &c.component
+                && let Some(kind) = kind_of(id)
+            {
                 shape_members
-                    .entry(shape(c))
+                    .entry((kind.to_string(), shape(c)))
                     .or_default()
                     .insert(id.clone());
             }
         }
+        let root_component = self
+            .input
+            .root
+            .and_then(|id| self.input.tickets.iter().find(|t| t.id == id))
+            .map(|t| t.component.as_str())
+            .filter(|c| !c.is_empty());
         let names = self.incident_names();
         let first_onset = changes.iter().map(|c| c.onset_tick).min();
         let mut by_onset: BTreeMap<i64, Vec<(usize, f32)>> = BTreeMap::new();
@@ -543,7 +556,9 @@ impl Context {
                 .and_then(|id| Some((id, kind_of(id)?)))
             {
                 Some((_, kind)) => {
-                    let moved = shape_members.get(&shape(c)).map_or(1, |s| s.len());
+                    let moved = shape_members
+                        .get(&(kind.to_string(), shape(c)))
+                        .map_or(1, |s| s.len());
                     let total = per_kind.get(kind).map_or(1, |s| s.len());
                     if moved >= total && total > 1 {
                         format!("all {total} {kind}")
@@ -568,6 +583,9 @@ impl Context {
             }
             if Some(c.onset_tick) == first_onset {
                 r += 1.0;
+            }
+            if c.component.is_some() && c.component.as_deref() == root_component {
+                r += 0.5;
             }
             // A series appearing or vanishing says less than one that moved.
             if c.kind == SignalKind::Metric && (c.before.is_none() || c.after.is_none()) {
@@ -603,11 +621,13 @@ impl Context {
                     out[i].repeats += 1;
                     continue;
                 }
-                let mut relevance = 1.0 + sev_weight(e.severity);
+                // A warning or error line from a component of the incident ranks with
+                // its state changes: it is often the first error, which the tickets lack.
+                let mut relevance = 2.0 + sev_weight(e.severity);
                 if names.contains(e.component.as_str())
                     || e.attributes.values().any(|v| names.contains(v.as_str()))
                 {
-                    relevance += 1.5;
+                    relevance += 2.0;
                 }
                 seen.insert(key, out.len());
                 out.push(EventItem {

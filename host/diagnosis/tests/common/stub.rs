@@ -1,5 +1,6 @@
 //! A hand-written HTTP/1.1 stub server on a tokio TcpListener: it answers scripted replies
 //! in order and records every request (method, path, headers, JSON body).
+#![allow(dead_code)]
 
 use serde_json::Value;
 use std::net::SocketAddr;
