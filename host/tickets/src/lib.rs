@@ -218,7 +218,10 @@ impl TicketStore {
                 .pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
             self.conn.execute_batch("VACUUM")?;
         } else {
-            self.conn.execute_batch("PRAGMA incremental_vacuum")?;
+            // It frees one page per step: run it to the end.
+            let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
         }
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;

@@ -7,15 +7,18 @@
 //!    observations up to and including the one they opened on);
 //! 2. deletes the oldest resolved tickets beyond `max_resolved_tickets`;
 //! 3. drops observations nobody links any more;
-//! 4. enforces `max_observations` and `max_observation_bytes`: the oldest observations
-//!    that no live ticket links go first, then the oldest of the rest. The newest
-//!    observation always stays.
+//!
+//! The count and byte caps (`max_observations`, `max_observation_bytes`) are checked on
+//! every tick against per-subject totals that triggers keep (one lookup). Past a cap, the
+//! oldest observations that no live ticket links go first, then the oldest of the rest,
+//! down to 90% of the cap; the newest observation always stays. So after every committed
+//! tick the subject is within its caps (or holds just the one newest observation).
 //!
 //! Deleted pages go to SQLite's free list and are reused by later ticks, so the file stops
 //! growing once the caps are reached; `TicketStore::vacuum` hands them back to the OS.
 
 use crate::tick::Policy;
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 /// What one retention sweep removed.
@@ -59,8 +62,43 @@ pub fn sweep(
         trimmed_tickets: trim_resolved(tx, subject, now_ms.saturating_sub(keep_ms))?,
         deleted_tickets: delete_old_resolved(tx, subject, policy.max_resolved_tickets)?,
         unlinked_observations: drop_unlinked(tx, subject, policy.history)?,
-        capped_observations: enforce_caps(tx, subject, policy)?,
+        capped_observations: 0,
     })
+}
+
+/// The caps, checked every tick with one lookup. Once a cap is passed, observations are
+/// deleted down to 90% of it, so the scan that picks them runs once per tenth of the cap's
+/// worth of ticks, not on every tick at the cap. Returns how many were deleted.
+pub fn enforce_caps(
+    tx: &Transaction<'_>,
+    subject: &str,
+    policy: &Policy,
+) -> rusqlite::Result<usize> {
+    let usage: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT observations, bytes FROM observation_usage WHERE subject = ?1",
+            [subject],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((count, bytes)) = usage else {
+        return Ok(0);
+    };
+    let (count, bytes) = (count.max(0) as usize, bytes.max(0) as u64);
+    if count <= policy.max_observations && bytes <= policy.max_observation_bytes {
+        return Ok(0);
+    }
+    let target = Caps {
+        observations: policy.max_observations - policy.max_observations / 10,
+        bytes: policy.max_observation_bytes - policy.max_observation_bytes / 10,
+    };
+    delete_oldest(tx, subject, count, bytes, target)
+}
+
+#[derive(Clone, Copy)]
+struct Caps {
+    observations: usize,
+    bytes: u64,
 }
 
 fn trim_resolved(
@@ -113,26 +151,27 @@ fn drop_unlinked(tx: &Transaction<'_>, subject: &str, history: usize) -> rusqlit
     )
 }
 
-fn enforce_caps(tx: &Transaction<'_>, subject: &str, policy: &Policy) -> rusqlite::Result<usize> {
-    // (id, bytes, linked by a live ticket), oldest first.
+/// Deletes the oldest observations until the subject is within `target`: first those no
+/// live ticket links, then the rest. The newest observation always stays.
+fn delete_oldest(
+    tx: &Transaction<'_>,
+    subject: &str,
+    mut count: usize,
+    mut bytes: u64,
+    target: Caps,
+) -> rusqlite::Result<usize> {
+    // (id, bytes, linked by a live ticket), oldest first; sizes come from the index.
     let rows: Vec<(i64, i64, bool)> = {
         let mut stmt = tx.prepare(
             "SELECT o.id, o.bytes, EXISTS ( \
                SELECT 1 FROM ticket_observations t JOIN tickets k ON k.id = t.ticket_id \
                WHERE t.observation_id = o.id AND k.status != 'resolved') \
-             FROM observations o WHERE o.subject = ?1 ORDER BY o.id",
+             FROM observations o INDEXED BY observations_sizes WHERE o.subject = ?1 ORDER BY o.id",
         )?;
         stmt.query_map([subject], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?
     };
-    let mut count = rows.len();
-    let mut bytes: u64 = rows.iter().map(|r| r.1.max(0) as u64).sum();
-    let over = |count: usize, bytes: u64| {
-        count > policy.max_observations || bytes > policy.max_observation_bytes
-    };
-    if !over(count, bytes) {
-        return Ok(0);
-    }
+    let over = |count: usize, bytes: u64| count > target.observations || bytes > target.bytes;
     let Some((_, candidates)) = rows.split_last() else {
         return Ok(0);
     };

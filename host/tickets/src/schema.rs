@@ -100,6 +100,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 
     ALTER TABLE observations ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
     UPDATE observations SET bytes = length(CAST(data AS BLOB));
+    -- Sizes are read from this index: `bytes` sits after `data` in the row, so reading it
+    -- from the table would walk every large observation's overflow pages.
+    CREATE INDEX observations_sizes ON observations(subject, id, bytes);
+    -- What each subject keeps, maintained by triggers, so that each tick can check the
+    -- caps with one lookup.
+    CREATE TABLE observation_usage (
+        subject       TEXT PRIMARY KEY,
+        observations  INTEGER NOT NULL,
+        bytes         INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO observation_usage (subject, observations, bytes)
+        SELECT subject, COUNT(*), SUM(bytes) FROM observations GROUP BY subject;
+    CREATE TRIGGER observations_usage_insert AFTER INSERT ON observations BEGIN
+        INSERT INTO observation_usage (subject, observations, bytes) VALUES (NEW.subject, 1, NEW.bytes)
+            ON CONFLICT (subject) DO UPDATE SET observations = observations + 1, bytes = bytes + NEW.bytes;
+    END;
+    CREATE TRIGGER observations_usage_delete AFTER DELETE ON observations BEGIN
+        UPDATE observation_usage SET observations = observations - 1, bytes = bytes - OLD.bytes
+            WHERE subject = OLD.subject;
+    END;
 
     -- Every diagnosis attempt, successes and failures: the ticket shows the latest success.
     CREATE TABLE diagnoses (

@@ -419,7 +419,7 @@ fn strings_from_the_plugin_are_capped() {
             .collect(),
         dedup_key: huge.clone(),
     };
-    let out = tick(&mut s, 1, &[bad.clone()], Policy::default());
+    let out = tick(&mut s, 1, std::slice::from_ref(&bad), Policy::default());
     assert_eq!(
         out.truncated, 5,
         "invariant, component, summary, key, evidence"

@@ -102,7 +102,7 @@ pub struct TickOutcome {
     pub truncated: usize,
     /// Diagnosed tickets sent back to `open` because the evidence changed.
     pub rediagnose: Vec<i64>,
-    /// What the retention sweep removed, on the ticks it ran.
+    /// What retention removed, on the ticks it removed anything or the sweep ran.
     pub pruned: Option<PruneStats>,
 }
 
@@ -248,9 +248,7 @@ pub(crate) fn record(
     if let Some(fp) = rec.fingerprint {
         w.apply_fingerprint(fp)?;
     }
-    if policy.prune_every > 0 && rec.tick % i64::from(policy.prune_every) == 0 {
-        w.outcome.pruned = Some(retention::sweep(tx, rec.subject, rec.at_ms, &policy)?);
-    }
+    w.retain()?;
     #[cfg(test)]
     crate::tests::hooks::inside_tick_transaction();
     write_heartbeat(tx, rec, ok, error.as_deref())?;
@@ -272,6 +270,23 @@ impl TickWriter<'_, '_> {
         }
         self.count_clean_ticks(&seen)?;
         retention::drop_unlinked_history(self.tx, self.rec.subject, obs_id, self.policy.history)?;
+        Ok(())
+    }
+
+    /// Retention: the full sweep on every `prune_every`-th tick, the caps on every tick.
+    fn retain(&mut self) -> Result<(), StoreError> {
+        let (tx, rec, policy) = (self.tx, self.rec, &self.policy);
+        let mut stats = None;
+        if policy.prune_every > 0 && rec.tick % i64::from(policy.prune_every) == 0 {
+            stats = Some(retention::sweep(tx, rec.subject, rec.at_ms, policy)?);
+        }
+        let capped = retention::enforce_caps(tx, rec.subject, policy)?;
+        if capped > 0 {
+            stats
+                .get_or_insert_with(PruneStats::default)
+                .capped_observations = capped;
+        }
+        self.outcome.pruned = stats;
         Ok(())
     }
 
