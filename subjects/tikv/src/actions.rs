@@ -9,45 +9,83 @@ use operator_sdk::{ActionError, Kv};
 use serde_json::{Value, json};
 
 fn param<'a>(params: &'a [Kv], name: &str) -> Option<&'a str> {
-    params.iter().find(|p| p.key == name).map(|p| p.value.trim()).filter(|v| !v.is_empty())
+    params
+        .iter()
+        .find(|p| p.key == name)
+        .map(|p| p.value.trim())
+        .filter(|v| !v.is_empty())
 }
 
 fn id(params: &[Kv], name: &str) -> Result<u64, ActionError> {
-    let v = param(params, name).ok_or_else(|| ActionError::BadParams(format!("missing parameter `{name}`")))?;
-    v.parse().map_err(|_| ActionError::BadParams(format!("parameter `{name}` must be a whole number, got `{v}`")))
+    let v = param(params, name)
+        .ok_or_else(|| ActionError::BadParams(format!("missing parameter `{name}`")))?;
+    v.parse().map_err(|_| {
+        ActionError::BadParams(format!(
+            "parameter `{name}` must be a whole number, got `{v}`"
+        ))
+    })
 }
 
 /// The request body of each PD write, by action id (pure, so it is tested).
-pub fn request(action: &str, params: &[Kv]) -> Result<(Method, String, Option<Value>), ActionError> {
+pub fn request(
+    action: &str,
+    params: &[Kv],
+) -> Result<(Method, String, Option<Value>), ActionError> {
     Ok(match action {
         m::TRANSFER_LEADER => (
             Method::Post,
             "/operators".into(),
-            Some(json!({"name": "transfer-leader", "region_id": id(params, "region_id")?, "to_store_id": id(params, "to_store_id")?})),
+            Some(
+                json!({"name": "transfer-leader", "region_id": id(params, "region_id")?, "to_store_id": id(params, "to_store_id")?}),
+            ),
         ),
         m::SPLIT_REGION => {
             let policy = param(params, "policy").unwrap_or("approximate");
             if !matches!(policy, "approximate" | "scan" | "usekey") {
-                return Err(ActionError::BadParams(format!("policy must be approximate, scan or usekey, got `{policy}`")));
+                return Err(ActionError::BadParams(format!(
+                    "policy must be approximate, scan or usekey, got `{policy}`"
+                )));
             }
             let mut body = json!({"name": "split-region", "region_id": id(params, "region_id")?, "policy": policy});
             if policy == "usekey" {
-                let keys: Vec<&str> = param(params, "keys").unwrap_or("").split(',').map(str::trim).filter(|k| !k.is_empty()).collect();
+                let keys: Vec<&str> = param(params, "keys")
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .collect();
                 if keys.is_empty() {
-                    return Err(ActionError::BadParams("policy usekey needs `keys` (hex, comma-separated)".into()));
+                    return Err(ActionError::BadParams(
+                        "policy usekey needs `keys` (hex, comma-separated)".into(),
+                    ));
                 }
                 body["keys"] = json!(keys);
             }
             (Method::Post, "/operators".into(), Some(body))
         }
-        m::SCATTER_REGION => (Method::Post, "/operators".into(), Some(json!({"name": "scatter-region", "region_id": id(params, "region_id")?}))),
+        m::SCATTER_REGION => (
+            Method::Post,
+            "/operators".into(),
+            Some(json!({"name": "scatter-region", "region_id": id(params, "region_id")?})),
+        ),
         m::EVICT_LEADER => (
             Method::Post,
             "/schedulers".into(),
             Some(json!({"name": "evict-leader-scheduler", "store_id": id(params, "store_id")?})),
         ),
-        m::REMOVE_EVICT_LEADER => (Method::Delete, format!("/schedulers/evict-leader-scheduler-{}", id(params, "store_id")?), None),
-        m::OPERATOR_STATUS => (Method::Get, format!("/operators/{}", id(params, "region_id")?), None),
+        m::REMOVE_EVICT_LEADER => (
+            Method::Delete,
+            format!(
+                "/schedulers/evict-leader-scheduler-{}",
+                id(params, "store_id")?
+            ),
+            None,
+        ),
+        m::OPERATOR_STATUS => (
+            Method::Get,
+            format!("/operators/{}", id(params, "region_id")?),
+            None,
+        ),
         other => return Err(ActionError::UnknownAction(other.into())),
     })
 }
@@ -76,9 +114,17 @@ fn operator_status(pd: &Client, region: u64) -> String {
                 Ok(op) => format!(
                     "region {region}: operator {} status {}",
                     op.desc.unwrap_or_else(|| "(no description)".into()),
-                    op.status.map_or("unknown".to_string(), |s| s.as_str().map_or(s.to_string(), String::from))
+                    op.status.map_or("unknown".to_string(), |s| s
+                        .as_str()
+                        .map_or(s.to_string(), String::from))
                 ),
-                Err(_) => format!("region {region}: {}", String::from_utf8_lossy(body).chars().take(300).collect::<String>()),
+                Err(_) => format!(
+                    "region {region}: {}",
+                    String::from_utf8_lossy(body)
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                ),
             }
         }
         Ok(r) => {
@@ -89,7 +135,12 @@ fn operator_status(pd: &Client, region: u64) -> String {
     }
 }
 
-pub fn execute(t: &dyn Transport, s: &Settings, action: &str, params: &[Kv]) -> Result<String, ActionError> {
+pub fn execute(
+    t: &dyn Transport,
+    s: &Settings,
+    action: &str,
+    params: &[Kv],
+) -> Result<String, ActionError> {
     let actions = m::actions();
     let id = actions
         .iter()
@@ -102,7 +153,9 @@ pub fn execute(t: &dyn Transport, s: &Settings, action: &str, params: &[Kv]) -> 
         return Ok(operator_status(&pd, self::id(params, "region_id")?));
     }
     let bytes = body.map(|b| b.to_string().into_bytes());
-    let reply = pd.send(method, &path, bytes).map_err(|e: PdError| ActionError::Failed(e.to_string()))?;
+    let reply = pd
+        .send(method, &path, bytes)
+        .map_err(|e: PdError| ActionError::Failed(e.to_string()))?;
     let said = answer(&reply)?;
     // Operators run asynchronously: report where the new one stands right away.
     if path == "/operators" {
@@ -119,27 +172,70 @@ mod tests {
 
     #[test]
     fn bodies_in_pd_shapes() {
-        let (m, p, b) = request(m::TRANSFER_LEADER, &[kv("region_id", "42"), kv("to_store_id", "4")]).unwrap();
+        let (m, p, b) = request(
+            m::TRANSFER_LEADER,
+            &[kv("region_id", "42"), kv("to_store_id", "4")],
+        )
+        .unwrap();
         assert_eq!((m, p.as_str()), (Method::Post, "/operators"));
-        assert_eq!(b.unwrap(), json!({"name":"transfer-leader","region_id":42,"to_store_id":4}));
+        assert_eq!(
+            b.unwrap(),
+            json!({"name":"transfer-leader","region_id":42,"to_store_id":4})
+        );
         let (_, _, b) = request(m::SPLIT_REGION, &[kv("region_id", "42")]).unwrap();
-        assert_eq!(b.unwrap(), json!({"name":"split-region","region_id":42,"policy":"approximate"}));
-        let (_, _, b) = request(m::SPLIT_REGION, &[kv("region_id", "42"), kv("policy", "usekey"), kv("keys", "7480,7490")]).unwrap();
+        assert_eq!(
+            b.unwrap(),
+            json!({"name":"split-region","region_id":42,"policy":"approximate"})
+        );
+        let (_, _, b) = request(
+            m::SPLIT_REGION,
+            &[
+                kv("region_id", "42"),
+                kv("policy", "usekey"),
+                kv("keys", "7480,7490"),
+            ],
+        )
+        .unwrap();
         assert_eq!(b.unwrap()["keys"], json!(["7480", "7490"]));
         let (_, p, b) = request(m::EVICT_LEADER, &[kv("store_id", "2")]).unwrap();
         assert_eq!(p, "/schedulers");
-        assert_eq!(b.unwrap(), json!({"name":"evict-leader-scheduler","store_id":2}));
+        assert_eq!(
+            b.unwrap(),
+            json!({"name":"evict-leader-scheduler","store_id":2})
+        );
         let (m, p, _) = request(m::REMOVE_EVICT_LEADER, &[kv("store_id", "2")]).unwrap();
-        assert_eq!((m, p.as_str()), (Method::Delete, "/schedulers/evict-leader-scheduler-2"));
-        assert!(matches!(request(m::TRANSFER_LEADER, &[kv("region_id", "x")]), Err(ActionError::BadParams(_))));
-        assert!(matches!(request(m::SPLIT_REGION, &[kv("region_id", "1"), kv("policy", "usekey")]), Err(ActionError::BadParams(_))));
-        assert!(matches!(request("nope", &[]), Err(ActionError::UnknownAction(_))));
+        assert_eq!(
+            (m, p.as_str()),
+            (Method::Delete, "/schedulers/evict-leader-scheduler-2")
+        );
+        assert!(matches!(
+            request(m::TRANSFER_LEADER, &[kv("region_id", "x")]),
+            Err(ActionError::BadParams(_))
+        ));
+        assert!(matches!(
+            request(
+                m::SPLIT_REGION,
+                &[kv("region_id", "1"), kv("policy", "usekey")]
+            ),
+            Err(ActionError::BadParams(_))
+        ));
+        assert!(matches!(
+            request("nope", &[]),
+            Err(ActionError::UnknownAction(_))
+        ));
     }
 
     #[test]
     fn every_writing_action_is_declared_mutating() {
         for a in m::actions() {
-            let (method, _, _) = match request(&a.id, &[kv("region_id", "1"), kv("to_store_id", "2"), kv("store_id", "3")]) {
+            let (method, _, _) = match request(
+                &a.id,
+                &[
+                    kv("region_id", "1"),
+                    kv("to_store_id", "2"),
+                    kv("store_id", "3"),
+                ],
+            ) {
                 Ok(r) => r,
                 Err(e) => panic!("{}: {e:?}", a.id),
             };

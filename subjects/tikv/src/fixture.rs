@@ -37,7 +37,10 @@ impl Fixture {
         if name != "healthy" {
             dirs.push(root().join("healthy"));
         }
-        Fixture { dirs, writes: RefCell::new(Vec::new()) }
+        Fixture {
+            dirs,
+            writes: RefCell::new(Vec::new()),
+        }
     }
 
     fn find(&self, rel: &str) -> Option<PathBuf> {
@@ -63,12 +66,18 @@ impl Fixture {
                         .and_then(|r| r.strip_suffix(".json"))
                         .and_then(|s| s.parse::<u16>().ok())
                     {
-                        return Reply { status, body: std::fs::read(e.path()).unwrap_or_default() };
+                        return Reply {
+                            status,
+                            body: std::fs::read(e.path()).unwrap_or_default(),
+                        };
                     }
                 }
             }
         }
-        Reply { status: 404, body: b"404 page not found".to_vec() }
+        Reply {
+            status: 404,
+            body: b"404 page not found".to_vec(),
+        }
     }
 
     fn prometheus(&self, path: &str, query: &str) -> Reply {
@@ -77,18 +86,32 @@ impl Fixture {
             .filter_map(|p| p.split_once('='))
             .map(|(k, v)| (k.to_string(), decode(v)))
             .collect();
-        let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         let expr = get("query").unwrap_or("");
         let range = path.ends_with("query_range");
         let table = if range { prom::RANGE } else { prom::INSTANT };
         let Some(q) = table.iter().find(|q| q.expr == expr) else {
             let body = serde_json::json!({"status": "error", "errorType": "bad_data", "error": format!("fixture has no query `{expr}`")});
-            return Reply { status: 400, body: body.to_string().into_bytes() };
+            return Reply {
+                status: 400,
+                body: body.to_string().into_bytes(),
+            };
         };
         let text = self.read("prometheus.txt").unwrap_or_default();
-        let end: f64 = get("end").and_then(|e| e.parse().ok()).unwrap_or((NOW_MS / 1000) as f64);
+        let end: f64 = get("end")
+            .and_then(|e| e.parse().ok())
+            .unwrap_or((NOW_MS / 1000) as f64);
         let mut result = Vec::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             let mut parts = line.split_whitespace();
             if parts.next() != Some(q.id) {
                 continue;
@@ -107,7 +130,9 @@ impl Fixture {
                 let points: Vec<serde_json::Value> = values
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| serde_json::json!([end - ((n - 1 - i) as u64 * prom::STEP_S) as f64, v]))
+                    .map(|(i, v)| {
+                        serde_json::json!([end - ((n - 1 - i) as u64 * prom::STEP_S) as f64, v])
+                    })
                     .collect();
                 result.push(serde_json::json!({"metric": labels, "values": points}));
             } else if let Some(v) = values.first() {
@@ -116,14 +141,19 @@ impl Fixture {
         }
         let kind = if range { "matrix" } else { "vector" };
         let body = serde_json::json!({"status": "success", "data": {"resultType": kind, "result": result}});
-        Reply { status: 200, body: body.to_string().into_bytes() }
+        Reply {
+            status: 200,
+            body: body.to_string().into_bytes(),
+        }
     }
 }
 
 /// Splits `http://host:port/path?query` into (host:port, path, query).
 pub fn split_url(url: &str) -> (&str, &str, &str) {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let (host, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
+    let (host, path) = rest
+        .find('/')
+        .map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     (host, path, query)
 }
@@ -131,16 +161,32 @@ pub fn split_url(url: &str) -> (&str, &str, &str) {
 impl Transport for Fixture {
     fn send(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Reply, FetchError> {
         let (host, path, query) = split_url(url);
-        if self.read("unreachable").is_some_and(|t| t.lines().any(|l| l.trim() == host)) {
-            return Err(FetchError::Unreachable(format!("{host}: connection refused")));
+        if self
+            .read("unreachable")
+            .is_some_and(|t| t.lines().any(|l| l.trim() == host))
+        {
+            return Err(FetchError::Unreachable(format!(
+                "{host}: connection refused"
+            )));
         }
         if method != Method::Get {
-            self.writes.borrow_mut().push((method, path.to_string(), String::from_utf8_lossy(&body.unwrap_or_default()).into_owned()));
+            self.writes.borrow_mut().push((
+                method,
+                path.to_string(),
+                String::from_utf8_lossy(&body.unwrap_or_default()).into_owned(),
+            ));
             let route = path.trim_start_matches(crate::pd::PREFIX);
-            let name = format!("{}_{}", method.as_str().to_ascii_lowercase(), route.trim_matches('/').replace('/', "_"));
+            let name = format!(
+                "{}_{}",
+                method.as_str().to_ascii_lowercase(),
+                route.trim_matches('/').replace('/', "_")
+            );
             let mut reply = self.pd(&name);
             if reply.status == 404 {
-                reply = Reply { status: 200, body: br#""The operator is created.""#.to_vec() };
+                reply = Reply {
+                    status: 200,
+                    body: br#""The operator is created.""#.to_vec(),
+                };
             }
             return Ok(reply);
         }
@@ -150,11 +196,16 @@ impl Transport for Fixture {
         if path.starts_with("/api/v1/query") {
             return Ok(self.prometheus(path, query));
         }
-        Ok(Reply { status: 404, body: b"404 page not found".to_vec() })
+        Ok(Reply {
+            status: 404,
+            body: b"404 page not found".to_vec(),
+        })
     }
 
     fn tail(&self, component: &str, lines: u32) -> Result<Vec<String>, String> {
-        let text = self.read(&format!("logs/{component}.log")).ok_or_else(|| format!("no log source configured for `{component}`"))?;
+        let text = self
+            .read(&format!("logs/{component}.log"))
+            .ok_or_else(|| format!("no log source configured for `{component}`"))?;
         let all: Vec<String> = text.lines().map(String::from).collect();
         let skip = all.len().saturating_sub(lines as usize);
         Ok(all.into_iter().skip(skip).collect())

@@ -130,7 +130,12 @@ pub fn check(history: &[Observation], t: &Thresholds) -> Vec<Violation> {
         return vec![];
     };
     let prev = history.len().checked_sub(2).map(|i| &history[i]);
-    let ctx = Ctx { history, cur, prev, t };
+    let ctx = Ctx {
+        history,
+        cur,
+        prev,
+        t,
+    };
     let mut out = Vec::new();
     for inv in INVARIANTS {
         (inv.check)(&ctx, &mut out);
@@ -138,7 +143,14 @@ pub fn check(history: &[Observation], t: &Thresholds) -> Vec<Violation> {
     out
 }
 
-fn violation(id: &str, severity: Severity, component: &str, dedup: &str, summary: String, evidence: Vec<Kv>) -> Violation {
+fn violation(
+    id: &str,
+    severity: Severity,
+    component: &str,
+    dedup: &str,
+    summary: String,
+    evidence: Vec<Kv>,
+) -> Violation {
     Violation {
         invariant: id.into(),
         severity,
@@ -150,7 +162,10 @@ fn violation(id: &str, severity: Severity, component: &str, dedup: &str, summary
 }
 
 fn attr<'a>(c: &'a Component, key: &str) -> Option<&'a str> {
-    c.attributes.iter().find(|a| a.key == key).map(|a| a.value.as_str())
+    c.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .map(|a| a.value.as_str())
 }
 
 fn attr_f(c: &Component, key: &str) -> Option<f64> {
@@ -183,7 +198,11 @@ fn store_num(id: &str) -> &str {
 }
 
 fn fmt(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v:.3}") }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 /// How many of the stores with data are affected.
@@ -201,7 +220,9 @@ pub fn scope(affected: usize, with_data: usize) -> &'static str {
 
 /// Current total QPS over the range query's earlier half: rising, steady, or unknown.
 pub fn load_trend(o: &Observation, t: &Thresholds) -> (&'static str, Option<f64>) {
-    let mut points: Vec<(u64, f64)> = metrics(o, "tikv_qps_total_history").map(|m| (m.timestamp_ms, m.value)).collect();
+    let mut points: Vec<(u64, f64)> = metrics(o, "tikv_qps_total_history")
+        .map(|m| (m.timestamp_ms, m.value))
+        .collect();
     points.sort_by_key(|p| p.0);
     if points.len() < 4 {
         return ("unknown", None);
@@ -213,11 +234,20 @@ pub fn load_trend(o: &Observation, t: &Thresholds) -> (&'static str, Option<f64>
         return (if now > 0.0 { "rising" } else { "unknown" }, None);
     }
     let ratio = now / baseline;
-    (if ratio >= t.load_rise { "rising" } else { "steady" }, Some(ratio))
+    (
+        if ratio >= t.load_rise {
+            "rising"
+        } else {
+            "steady"
+        },
+        Some(ratio),
+    )
 }
 
 fn store_not_up(c: &Ctx, out: &mut Vec<Violation>) {
-    let down_after = cluster(c.cur).and_then(|cl| attr(cl, "max_store_down_time_s")).unwrap_or("unknown");
+    let down_after = cluster(c.cur)
+        .and_then(|cl| attr(cl, "max_store_down_time_s"))
+        .unwrap_or("unknown");
     for s in stores(c.cur) {
         let state = attr(s, "state_name").unwrap_or("Unknown");
         let status_up = attr(s, "status_up").unwrap_or("unknown");
@@ -230,19 +260,44 @@ fn store_not_up(c: &Ctx, out: &mut Vec<Violation>) {
         }
         // Whether the store's own log (if configured) shows it failing to reach PD: a live
         // process cut off from the cluster, rather than a dead one.
-        let logged = c.cur.events.iter().filter(|e| e.component == s.id).collect::<Vec<_>>();
-        let pd_errors = if logged.is_empty() && !c.cur.metrics.iter().any(|m| m.name == "tikv_log_lines" && label(m, "component") == Some(&s.id)) {
+        let logged = c
+            .cur
+            .events
+            .iter()
+            .filter(|e| e.component == s.id)
+            .collect::<Vec<_>>();
+        let pd_errors = if logged.is_empty()
+            && !c
+                .cur
+                .metrics
+                .iter()
+                .any(|m| m.name == "tikv_log_lines" && label(m, "component") == Some(&s.id))
+        {
             "unknown"
-        } else if logged.iter().any(|e| e.attributes.iter().any(|a| a.key == "kind" && a.value == "heartbeat")) {
+        } else if logged.iter().any(|e| {
+            e.attributes
+                .iter()
+                .any(|a| a.key == "kind" && a.value == "heartbeat")
+        }) {
             "true"
         } else {
             "false"
         };
-        let severity = if state == "Down" { Severity::Critical } else { Severity::Warning };
+        let severity = if state == "Down" {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
         let age = attr(s, "heartbeat_age_s").unwrap_or("unknown");
         let summary = match (state, status_up) {
-            ("Up", _) => format!("{} is Up in PD but its status address does not answer scrapes", s.id),
-            (_, "true") => format!("{} is {state} in PD (no heartbeat for {age} s) while its process still answers scrapes", s.id),
+            ("Up", _) => format!(
+                "{} is Up in PD but its status address does not answer scrapes",
+                s.id
+            ),
+            (_, "true") => format!(
+                "{} is {state} in PD (no heartbeat for {age} s) while its process still answers scrapes",
+                s.id
+            ),
             _ => format!("{} is {state} (no heartbeat for {age} s)", s.id),
         };
         out.push(violation(
@@ -266,19 +321,37 @@ fn store_not_up(c: &Ctx, out: &mut Vec<Violation>) {
 
 fn pd_unhealthy(c: &Ctx, out: &mut Vec<Violation>) {
     let members: Vec<&Component> = c.cur.components.iter().filter(|x| x.kind == "pd").collect();
-    let healthy = members.iter().filter(|m| attr(m, "health") == Some("true")).count();
-    let leader = cluster(c.cur).and_then(|cl| attr(cl, "pd_leader")).unwrap_or("unknown");
-    let common = |problem: &str| vec![kv(k::PD_PROBLEM, problem), kv(k::PD_LEADER, leader), kv(k::HEALTHY_MEMBERS, healthy), kv(k::MEMBERS, members.len())];
+    let healthy = members
+        .iter()
+        .filter(|m| attr(m, "health") == Some("true"))
+        .count();
+    let leader = cluster(c.cur)
+        .and_then(|cl| attr(cl, "pd_leader"))
+        .unwrap_or("unknown");
+    let common = |problem: &str| {
+        vec![
+            kv(k::PD_PROBLEM, problem),
+            kv(k::PD_LEADER, leader),
+            kv(k::HEALTHY_MEMBERS, healthy),
+            kv(k::MEMBERS, members.len()),
+        ]
+    };
     if leader == "none" {
         out.push(violation(
             PD_UNHEALTHY,
             Severity::Critical,
             "cluster",
             "no-leader",
-            format!("PD has no leader ({healthy} of {} members healthy)", members.len()),
+            format!(
+                "PD has no leader ({healthy} of {} members healthy)",
+                members.len()
+            ),
             common("no-leader"),
         ));
-    } else if let Some(prev) = c.prev.and_then(|p| cluster(p)).and_then(|cl| attr(cl, "pd_leader"))
+    } else if let Some(prev) = c
+        .prev
+        .and_then(|p| cluster(p))
+        .and_then(|cl| attr(cl, "pd_leader"))
         && prev != leader
         && !matches!(prev, "none" | "unknown")
         && leader != "unknown"
@@ -301,10 +374,17 @@ fn pd_unhealthy(c: &Ctx, out: &mut Vec<Violation>) {
             ev.push(kv(k::MEMBER, name));
             out.push(violation(
                 PD_UNHEALTHY,
-                if attr(m, "leader") == Some("true") { Severity::Critical } else { Severity::Warning },
+                if attr(m, "leader") == Some("true") {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
                 &m.id,
                 &m.id,
-                format!("PD member {name} is unhealthy ({healthy} of {} healthy)", members.len()),
+                format!(
+                    "PD member {name} is unhealthy ({healthy} of {} healthy)",
+                    members.len()
+                ),
                 ev,
             ));
         }
@@ -316,7 +396,10 @@ fn replication_degraded(c: &Ctx, out: &mut Vec<Violation>) {
     // PD's region checks; PD's own gauge (via Prometheus) when a check did not answer.
     let count = |state: &str, gauge: &str| -> f64 {
         attr_f(cl, &format!("{state}_regions")).unwrap_or_else(|| {
-            metrics(c.cur, "pd_regions_status").filter(|m| label(m, "type") == Some(gauge)).map(|m| m.value).sum()
+            metrics(c.cur, "pd_regions_status")
+                .filter(|m| label(m, "type") == Some(gauge))
+                .map(|m| m.value)
+                .sum()
         })
     };
     let miss = count("miss-peer", "miss-peer-region-count");
@@ -338,8 +421,14 @@ fn replication_degraded(c: &Ctx, out: &mut Vec<Violation>) {
         .iter()
         .find_map(|s| attr(cl, &format!("{s}_sample")))
         .unwrap_or("");
-    let not_up = stores(c.cur).filter(|s| attr(s, "state_name") != Some("Up")).count();
-    let severity = if down > 0.0 || miss > 100.0 { Severity::Critical } else { Severity::Warning };
+    let not_up = stores(c.cur)
+        .filter(|s| attr(s, "state_name") != Some("Up"))
+        .count();
+    let severity = if down > 0.0 || miss > 100.0 {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
     out.push(violation(
         REPLICATION_DEGRADED,
         severity,
@@ -368,10 +457,18 @@ fn low_space(c: &Ctx, out: &mut Vec<Violation>) {
     for (s, ratio) in low {
         out.push(violation(
             LOW_SPACE,
-            if ratio < c.t.low_space_ratio / 2.0 { Severity::Critical } else { Severity::Warning },
+            if ratio < c.t.low_space_ratio / 2.0 {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
             &s.id,
             &s.id,
-            format!("{} has {:.1}% of its capacity available", s.id, ratio * 100.0),
+            format!(
+                "{} has {:.1}% of its capacity available",
+                s.id,
+                ratio * 100.0
+            ),
             vec![
                 kv(k::STORE_ID, store_num(&s.id)),
                 kv(k::AVAILABLE_RATIO, format!("{ratio:.4}")),
@@ -387,22 +484,38 @@ fn high_latency(c: &Ctx, out: &mut Vec<Violation>) {
     let limit = c.t.latency_p99_ms / 1000.0;
     let mut worst: BTreeMap<String, (f64, String, String)> = BTreeMap::new();
     for m in metrics(c.cur, "tikv_request_p99_seconds") {
-        let e = worst.entry(who(m)).or_insert((f64::MIN, String::new(), String::new()));
+        let e = worst
+            .entry(who(m))
+            .or_insert((f64::MIN, String::new(), String::new()));
         if m.value > e.0 {
-            *e = (m.value, label(m, "type").unwrap_or("").to_string(), label(m, "instance").unwrap_or("").to_string());
+            *e = (
+                m.value,
+                label(m, "type").unwrap_or("").to_string(),
+                label(m, "instance").unwrap_or("").to_string(),
+            );
         }
     }
-    let affected: Vec<(&String, &(f64, String, String))> = worst.iter().filter(|(_, (p99, _, _))| *p99 > limit).collect();
+    let affected: Vec<(&String, &(f64, String, String))> = worst
+        .iter()
+        .filter(|(_, (p99, _, _))| *p99 > limit)
+        .collect();
     let scope = scope(affected.len(), worst.len());
     let (trend, ratio) = load_trend(c.cur, c.t);
     for (id, (p99, ty, instance)) in &affected {
-        let qps: f64 = metrics(c.cur, "tikv_qps").filter(|m| &who(m) == *id).map(|m| m.value).sum();
+        let qps: f64 = metrics(c.cur, "tikv_qps")
+            .filter(|m| &who(m) == *id)
+            .map(|m| m.value)
+            .sum();
         out.push(violation(
             HIGH_LATENCY,
             Severity::Warning,
             id,
             id,
-            format!("{id}: {ty} p99 {:.0} ms over {:.0} ms ({scope}, load {trend})", p99 * 1000.0, c.t.latency_p99_ms),
+            format!(
+                "{id}: {ty} p99 {:.0} ms over {:.0} ms ({scope}, load {trend})",
+                p99 * 1000.0,
+                c.t.latency_p99_ms
+            ),
             vec![
                 kv(k::STORE_ID, store_num(id)),
                 kv(k::INSTANCE, instance),
@@ -413,7 +526,10 @@ fn high_latency(c: &Ctx, out: &mut Vec<Violation>) {
                 kv(k::AFFECTED_STORES, affected.len()),
                 kv(k::STORES_WITH_DATA, worst.len()),
                 kv(k::LOAD_TREND, trend),
-                kv(k::QPS_RATIO, ratio.map_or("unknown".into(), |r| format!("{r:.2}"))),
+                kv(
+                    k::QPS_RATIO,
+                    ratio.map_or("unknown".into(), |r| format!("{r:.2}")),
+                ),
                 kv("qps", format!("{qps:.1}")),
             ],
         ));
@@ -455,7 +571,9 @@ fn raft_slow(c: &Ctx, out: &mut Vec<Violation>) {
             by.entry(s.id.clone()).or_default().slow_score = Some(score);
         }
     }
-    for m in metrics(c.cur, "tikv_thread_cpu_cores").filter(|m| label(m, "group") == Some("raftstore")) {
+    for m in
+        metrics(c.cur, "tikv_thread_cpu_cores").filter(|m| label(m, "group") == Some("raftstore"))
+    {
         if let Some(r) = by.get_mut(&who(m)) {
             r.raftstore_cpu = Some(m.value);
         }
@@ -476,7 +594,10 @@ fn raft_slow(c: &Ctx, out: &mut Vec<Violation>) {
             None
         }
     };
-    let affected: Vec<(&String, &Raft, &str)> = by.iter().filter_map(|(id, r)| Some((id, r, trigger(r)?))).collect();
+    let affected: Vec<(&String, &Raft, &str)> = by
+        .iter()
+        .filter_map(|(id, r)| Some((id, r, trigger(r)?)))
+        .collect();
     let scope = scope(affected.len(), by.len());
     let opt = |v: Option<f64>| v.map_or("unknown".to_string(), |v| format!("{v:.3}"));
     for (id, r, trig) in &affected {
@@ -505,7 +626,10 @@ fn raft_slow(c: &Ctx, out: &mut Vec<Violation>) {
 
 fn hotspot(c: &Ctx, out: &mut Vec<Violation>) {
     let t = c.t;
-    let up_stores = stores(c.cur).filter(|s| attr(s, "state_name") == Some("Up")).count().max(1);
+    let up_stores = stores(c.cur)
+        .filter(|s| attr(s, "state_name") == Some("Up"))
+        .count()
+        .max(1);
     for kind in ["write", "read"] {
         let flows = |role: &'static str| {
             metrics(c.cur, "pd_hot_store_flow_bytes")
@@ -514,7 +638,9 @@ fn hotspot(c: &Ctx, out: &mut Vec<Violation>) {
         };
         let total: f64 = flows("leader").map(|(_, v)| v).sum();
         let mut region_stores = BTreeSet::new();
-        for m in metrics(c.cur, "pd_hot_region_flow_bytes").filter(|m| label(m, "kind") == Some(kind)) {
+        for m in
+            metrics(c.cur, "pd_hot_region_flow_bytes").filter(|m| label(m, "kind") == Some(kind))
+        {
             let share = if total > 0.0 { m.value / total } else { 0.0 };
             if m.value < t.hot_min_bytes || share < t.hot_region_share {
                 continue;
@@ -547,7 +673,11 @@ fn hotspot(c: &Ctx, out: &mut Vec<Violation>) {
         let per_store: Vec<(String, f64)> = flows(role).collect();
         let mean = per_store.iter().map(|(_, v)| v).sum::<f64>() / up_stores as f64;
         for (store, flow) in &per_store {
-            if region_stores.contains(store) || mean <= 0.0 || *flow < t.hot_min_bytes || flow / mean < t.hot_store_ratio {
+            if region_stores.contains(store)
+                || mean <= 0.0
+                || *flow < t.hot_min_bytes
+                || flow / mean < t.hot_store_ratio
+            {
                 continue;
             }
             out.push(violation(
@@ -555,7 +685,10 @@ fn hotspot(c: &Ctx, out: &mut Vec<Violation>) {
                 Severity::Warning,
                 &format!("store-{store}"),
                 &format!("store:{kind}:{store}"),
-                format!("store {store} carries {:.1}× the mean store's hot {kind} flow", flow / mean),
+                format!(
+                    "store {store} carries {:.1}× the mean store's hot {kind} flow",
+                    flow / mean
+                ),
                 vec![
                     kv(k::HOT_KIND, kind),
                     kv(k::HOT_SCOPE, "store"),
@@ -578,9 +711,20 @@ fn leader_imbalance(c: &Ctx, out: &mut Vec<Violation>) {
         return;
     }
     let mean = up.iter().map(|(_, n)| n).sum::<f64>() / up.len() as f64;
-    let (max_s, max) = up.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((up[0].0, 0.0));
-    let (min_s, min) = up.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((up[0].0, 0.0));
-    if mean <= 0.0 || max <= mean * (1.0 + c.t.leader_imbalance) || max - mean < c.t.leader_imbalance_min {
+    let (max_s, max) = up
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((up[0].0, 0.0));
+    let (min_s, min) = up
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((up[0].0, 0.0));
+    if mean <= 0.0
+        || max <= mean * (1.0 + c.t.leader_imbalance)
+        || max - mean < c.t.leader_imbalance_min
+    {
         return;
     }
     out.push(violation(
@@ -588,7 +732,16 @@ fn leader_imbalance(c: &Ctx, out: &mut Vec<Violation>) {
         Severity::Warning,
         &max_s.id,
         "cluster",
-        format!("{} holds {} leaders, {:.1}× the mean of {:.0} over {} Up stores ({} holds {})", max_s.id, fmt(max), max / mean, mean, up.len(), min_s.id, fmt(min)),
+        format!(
+            "{} holds {} leaders, {:.1}× the mean of {:.0} over {} Up stores ({} holds {})",
+            max_s.id,
+            fmt(max),
+            max / mean,
+            mean,
+            up.len(),
+            min_s.id,
+            fmt(min)
+        ),
         vec![
             kv(k::STORE_ID, store_num(&max_s.id)),
             kv(k::LEADER_COUNT, fmt(max)),
@@ -602,27 +755,52 @@ fn leader_imbalance(c: &Ctx, out: &mut Vec<Violation>) {
 }
 
 fn event_kind(e: &operator_sdk::Event) -> &str {
-    e.attributes.iter().find(|a| a.key == "kind").map_or("", |a| a.value.as_str())
+    e.attributes
+        .iter()
+        .find(|a| a.key == "kind")
+        .map_or("", |a| a.value.as_str())
 }
 
 fn in_window<'a>(c: &'a Ctx) -> impl Iterator<Item = &'a operator_sdk::Event> + 'a {
-    let from = c.cur.timestamp_ms.saturating_sub((c.t.churn_window_s * 1000.0) as u64);
+    let from = c
+        .cur
+        .timestamp_ms
+        .saturating_sub((c.t.churn_window_s * 1000.0) as u64);
     c.cur.events.iter().filter(move |e| e.timestamp_ms >= from)
 }
 
 fn leader_churn(c: &Ctx, out: &mut Vec<Violation>) {
     let won: Vec<&operator_sdk::Event> = in_window(c)
-        .filter(|e| event_kind(e) == "election" && (e.message.contains("became leader") || e.message.contains("leader changed")))
+        .filter(|e| {
+            event_kind(e) == "election"
+                && (e.message.contains("became leader") || e.message.contains("leader changed"))
+        })
         .collect();
     let regions: BTreeSet<&str> = won
         .iter()
-        .filter_map(|e| e.attributes.iter().find(|a| a.key == "region_id" || a.key == "region-id").map(|a| a.value.as_str()))
+        .filter_map(|e| {
+            e.attributes
+                .iter()
+                .find(|a| a.key == "region_id" || a.key == "region-id")
+                .map(|a| a.value.as_str())
+        })
         .collect();
     // Leaders lost fast: Prometheus's 30 s delta, or PD's count between close ticks.
-    let mut drop: f64 = metrics(c.cur, "tikv_leader_delta_30s").map(|m| -m.value).fold(0.0, f64::max);
-    if let Some(prev) = c.prev.filter(|p| c.cur.timestamp_ms.saturating_sub(p.timestamp_ms) <= 30_000) {
+    let mut drop: f64 = metrics(c.cur, "tikv_leader_delta_30s")
+        .map(|m| -m.value)
+        .fold(0.0, f64::max);
+    if let Some(prev) = c
+        .prev
+        .filter(|p| c.cur.timestamp_ms.saturating_sub(p.timestamp_ms) <= 30_000)
+    {
         for s in stores(c.cur).filter(|s| attr(s, "state_name") == Some("Up")) {
-            if let (Some(now), Some(before)) = (attr_f(s, "leader_count"), prev.components.iter().find(|p| p.id == s.id).and_then(|p| attr_f(p, "leader_count"))) {
+            if let (Some(now), Some(before)) = (
+                attr_f(s, "leader_count"),
+                prev.components
+                    .iter()
+                    .find(|p| p.id == s.id)
+                    .and_then(|p| attr_f(p, "leader_count")),
+            ) {
                 drop = drop.max(before - now);
             }
         }
@@ -639,7 +817,13 @@ fn leader_churn(c: &Ctx, out: &mut Vec<Violation>) {
         Severity::Warning,
         "cluster",
         "cluster",
-        format!("{} leader elections over {} regions within {:.0} s; largest leader drop {}", won.len(), regions.len(), c.t.churn_window_s, fmt(drop)),
+        format!(
+            "{} leader elections over {} regions within {:.0} s; largest leader drop {}",
+            won.len(),
+            regions.len(),
+            c.t.churn_window_s,
+            fmt(drop)
+        ),
         vec![
             kv(k::TRIGGER, trigger),
             kv(k::ELECTIONS, won.len()),
@@ -651,7 +835,10 @@ fn leader_churn(c: &Ctx, out: &mut Vec<Violation>) {
 }
 
 fn snapshot_storm(c: &Ctx, out: &mut Vec<Violation>) {
-    let pending = cluster(c.cur).and_then(|cl| attr(cl, "pending-peer_regions")).unwrap_or("unknown").to_string();
+    let pending = cluster(c.cur)
+        .and_then(|cl| attr(cl, "pending-peer_regions"))
+        .unwrap_or("unknown")
+        .to_string();
     let mut events: BTreeMap<&str, usize> = BTreeMap::new();
     for e in in_window(c).filter(|e| event_kind(e) == "snapshot") {
         *events.entry(e.component.as_str()).or_default() += 1;
@@ -695,7 +882,10 @@ fn scheduler_busy(c: &Ctx, out: &mut Vec<Violation>) {
     for m in metrics(c.cur, "tikv_scheduler_too_busy_per_s") {
         by.entry(who(m)).or_default().1 += m.value;
     }
-    let affected: Vec<(&String, &(f64, f64))> = by.iter().filter(|(_, (p, b))| *p > c.t.scheduler_pending || *b > 0.0).collect();
+    let affected: Vec<(&String, &(f64, f64))> = by
+        .iter()
+        .filter(|(_, (p, b))| *p > c.t.scheduler_pending || *b > 0.0)
+        .collect();
     let scope = scope(affected.len(), by.len());
     let (trend, _) = load_trend(c.cur, c.t);
     for (id, (pending, busy)) in &affected {
@@ -704,7 +894,10 @@ fn scheduler_busy(c: &Ctx, out: &mut Vec<Violation>) {
             Severity::Warning,
             id,
             id,
-            format!("{id}: scheduler holds {} commands, {busy:.1}/s rejected as too busy ({scope})", fmt(*pending)),
+            format!(
+                "{id}: scheduler holds {} commands, {busy:.1}/s rejected as too busy ({scope})",
+                fmt(*pending)
+            ),
             vec![
                 kv(k::STORE_ID, store_num(id)),
                 kv(k::SCHEDULER_PENDING, fmt(*pending)),
@@ -727,6 +920,9 @@ fn not_bootstrapped(c: &Ctx, out: &mut Vec<Violation>) {
         "cluster",
         "cluster",
         "PD runs but the cluster is not bootstrapped: no TiKV store has joined".into(),
-        vec![kv(k::BOOTSTRAPPED, "false"), kv(k::MEMBERS, attr(cl, "pd_members").unwrap_or("unknown"))],
+        vec![
+            kv(k::BOOTSTRAPPED, "false"),
+            kv(k::MEMBERS, attr(cl, "pd_members").unwrap_or("unknown")),
+        ],
     ));
 }

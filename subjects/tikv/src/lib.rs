@@ -24,6 +24,8 @@ pub mod transport;
 
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixture;
+#[cfg(test)]
+mod scenarios;
 
 // The exports exist only in the wasm component: a native cdylib cannot carry WIT export
 // names, and the native build exists for the tests and the bench.
@@ -38,19 +40,31 @@ mod guest {
     struct Host;
 
     impl Transport for Host {
-        fn send(&self, method: Method, url: &str, body: Option<Vec<u8>>) -> Result<Reply, FetchError> {
+        fn send(
+            &self,
+            method: Method,
+            url: &str,
+            body: Option<Vec<u8>>,
+        ) -> Result<Reply, FetchError> {
             let mut req = http::Request::new(method.as_str(), url);
             if let Some(b) = body {
                 req = req.header("content-type", "application/json").body(b);
             }
             match req.send() {
-                Ok(r) => Ok(Reply { status: r.status, body: r.body }),
+                Ok(r) => Ok(Reply {
+                    status: r.status,
+                    body: r.body,
+                }),
                 Err(http::Error::Transport { url, error }) => Err(match error {
-                    http::HttpError::Timeout => FetchError::Unreachable(format!("{url}: timed out")),
+                    http::HttpError::Timeout => {
+                        FetchError::Unreachable(format!("{url}: timed out"))
+                    }
                     http::HttpError::Connect(m) => FetchError::Unreachable(format!("{url}: {m}")),
                     http::HttpError::Denied(m) => FetchError::Denied(format!("{url}: {m}")),
                     http::HttpError::TooLarge(n) => FetchError::TooLarge(n),
-                    http::HttpError::Invalid(m) | http::HttpError::Other(m) => FetchError::Other(format!("{url}: {m}")),
+                    http::HttpError::Invalid(m) | http::HttpError::Other(m) => {
+                        FetchError::Other(format!("{url}: {m}"))
+                    }
                 }),
                 Err(e) => Err(FetchError::Other(e.to_string())),
             }

@@ -171,9 +171,11 @@ pub fn parse_line(line: &str) -> Result<LogLine, ParseError> {
     let line = line.trim_end_matches(['\r', '\n']);
     let mut c = Cursor { s: line, pos: 0 };
     let ts = c.token()?;
-    let timestamp_ms = parse_timestamp(&ts).ok_or_else(|| ParseError(format!("bad timestamp `{ts}`")))?;
+    let timestamp_ms =
+        parse_timestamp(&ts).ok_or_else(|| ParseError(format!("bad timestamp `{ts}`")))?;
     let level_text = c.token()?;
-    let level = Level::parse(&level_text).ok_or_else(|| ParseError(format!("bad level `{level_text}`")))?;
+    let level =
+        Level::parse(&level_text).ok_or_else(|| ParseError(format!("bad level `{level_text}`")))?;
     let source = c.token()?;
     let message = c.token()?;
     let mut fields = Vec::new();
@@ -200,13 +202,21 @@ pub fn parse_timestamp(s: &str) -> Option<u64> {
     let time = parts.next()?;
     let zone = parts.next().unwrap_or("+00:00");
     let mut d = date.split('/');
-    let (y, mo, da): (i64, i64, i64) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    let (y, mo, da): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
     if !(1..=12).contains(&mo) || !(1..=31).contains(&da) {
         return None;
     }
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let mut t = hms.split(':');
-    let (h, mi, se): (i64, i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
+    let (h, mi, se): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
     if h > 23 || mi > 59 || se > 60 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -288,7 +298,10 @@ pub fn classify(l: &LogLine) -> Option<EventKind> {
     if m.contains("snapshot") || m.contains("send snap") {
         return Some(EventKind::Snapshot);
     }
-    if m.contains("slow-query") || m.contains("slow query") || (l.level >= Level::Warn && l.field("takes").is_some()) {
+    if m.contains("slow-query")
+        || m.contains("slow query")
+        || (l.level >= Level::Warn && l.field("takes").is_some())
+    {
         return Some(EventKind::Slow);
     }
     if m.starts_with("store has been") || m.contains("store is disconnected") {
@@ -376,7 +389,10 @@ mod tests {
     fn bare_message_without_thread_id_and_a_zone_offset() {
         let l = parse_line("[2026/11/25 21:52:01.123 +08:00] [WARN] [store.rs:120] [slow-query] [region_id=9] [total_process_time=1.5s]").unwrap();
         assert_eq!(l.message, "slow-query");
-        assert_eq!(l.timestamp_ms, 1_795_614_721_123, "+08:00 is 8 h ahead of UTC");
+        assert_eq!(
+            l.timestamp_ms, 1_795_614_721_123,
+            "+08:00 is 8 h ahead of UTC"
+        );
         assert_eq!(classify(&l), Some(EventKind::Slow));
         assert_eq!(millis(l.field("total_process_time").unwrap()), Some(1500.0));
     }
@@ -385,9 +401,15 @@ mod tests {
     fn quoted_values_with_brackets_equals_and_escapes() {
         let l = parse_line(r#"[2026/11/25 13:52:01.123 -05:00] [ERROR] [util.rs:88] ["connect pd failed"] [endpoints=http://pd1:2379] [err="Grpc(RpcFailure(RpcStatus { code: 14-UNAVAILABLE, message: \"failed to connect [all] = \\\"x\\\"\" }))"] [thread_id=3]"#).unwrap();
         assert_eq!(l.level, Level::Error);
-        assert!(l.field("err").unwrap().contains("failed to connect [all] = \\\"x\\\""));
+        assert!(
+            l.field("err")
+                .unwrap()
+                .contains("failed to connect [all] = \\\"x\\\"")
+        );
         assert_eq!(classify(&l), Some(EventKind::Heartbeat));
-        let l = parse_line(r#"[2026/11/25 13:52:01 +00:00] [INFO] [x.rs:1] [msg] ["quoted key"=v]"#).unwrap();
+        let l =
+            parse_line(r#"[2026/11/25 13:52:01 +00:00] [INFO] [x.rs:1] [msg] ["quoted key"=v]"#)
+                .unwrap();
         assert_eq!(l.field("quoted key"), Some("v"));
         assert_eq!(l.timestamp_ms % 1000, 0);
     }
@@ -404,7 +426,10 @@ mod tests {
         assert_eq!(classify(&l), Some(EventKind::StoreState));
         let l = parse_line(r#"[2026/11/25 13:52:01.123 +00:00] [INFO] [snap.rs:300] ["begin to apply snapshot"] [region_id=8] [thread_id=9]"#).unwrap();
         assert_eq!(classify(&l), Some(EventKind::Snapshot));
-        let l = parse_line(r#"[2026/11/25 13:52:01.123 +00:00] [INFO] [server.rs:10] [Welcome] [version=8.5.0]"#).unwrap();
+        let l = parse_line(
+            r#"[2026/11/25 13:52:01.123 +00:00] [INFO] [server.rs:10] [Welcome] [version=8.5.0]"#,
+        )
+        .unwrap();
         assert_eq!(classify(&l), None);
     }
 

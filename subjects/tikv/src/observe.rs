@@ -4,12 +4,15 @@
 //! [`Transport`], so the fixture tests and the bench run exactly this code.
 
 use crate::logparse::{self, EventKind, Level};
+use crate::pd::Client as Pd;
 use crate::pd::{self, PdError};
 use crate::prom;
 use crate::settings::Settings;
 use crate::transport::{FetchError, Transport};
-use operator_sdk::{Component, ComponentState, Event, Kv, MetricSample, Observation, ObserveError, Problem, Severity, kv};
-use crate::pd::Client as Pd;
+use operator_sdk::{
+    Component, ComponentState, Event, Kv, MetricSample, Observation, ObserveError, Problem,
+    Severity, kv,
+};
 use std::collections::BTreeMap;
 
 /// Events kept per log per tick (newest), and hot regions kept per direction.
@@ -31,12 +34,20 @@ impl Snapshot {
 
     fn metric_at(&mut self, name: &str, labels: Vec<Kv>, value: f64, timestamp_ms: u64) {
         if value.is_finite() {
-            self.metrics.push(MetricSample { name: name.into(), labels, value, timestamp_ms });
+            self.metrics.push(MetricSample {
+                name: name.into(),
+                labels,
+                value,
+                timestamp_ms,
+            });
         }
     }
 
     fn problem(&mut self, source: &str, message: impl Into<String>) {
-        self.problems.push(Problem { source: source.into(), message: message.into() });
+        self.problems.push(Problem {
+            source: source.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -51,7 +62,13 @@ pub fn pd_id(name: &str) -> String {
 }
 
 pub fn observe(t: &dyn Transport, s: &Settings, now: u64) -> Result<Observation, ObserveError> {
-    let mut snap = Snapshot { now, components: Vec::new(), metrics: Vec::new(), events: Vec::new(), problems: Vec::new() };
+    let mut snap = Snapshot {
+        now,
+        components: Vec::new(),
+        metrics: Vec::new(),
+        events: Vec::new(),
+        problems: Vec::new(),
+    };
     for w in &s.warnings {
         snap.problem("settings", w.clone());
     }
@@ -61,17 +78,34 @@ pub fn observe(t: &dyn Transport, s: &Settings, now: u64) -> Result<Observation,
     // Members first: it says whether any PD answers at all.
     let members = pd.json::<pd::Members>("/members");
     if let Err(PdError::Transport(FetchError::Unreachable(m))) = &members {
-        return Err(ObserveError::Unreachable(format!("no PD endpoint answers ({}): {m}", s.pd.join(", "))));
+        return Err(ObserveError::Unreachable(format!(
+            "no PD endpoint answers ({}): {m}",
+            s.pd.join(", ")
+        )));
     }
     if pd.current.get() > 0 {
-        snap.problem("pd", format!("PD endpoint(s) not answering, using {}: {}", s.pd[pd.current.get()], s.pd[..pd.current.get()].join(", ")));
+        snap.problem(
+            "pd",
+            format!(
+                "PD endpoint(s) not answering, using {}: {}",
+                s.pd[pd.current.get()],
+                s.pd[..pd.current.get()].join(", ")
+            ),
+        );
     }
     let health = observe_health(&pd, &mut snap);
     match members {
         Ok(m) => {
-            let leader = m.leader.as_ref().map(|l| l.name.clone()).unwrap_or_default();
+            let leader = m
+                .leader
+                .as_ref()
+                .map(|l| l.name.clone())
+                .unwrap_or_default();
             cluster.push(kv("cluster_id", m.header.cluster_id));
-            cluster.push(kv("pd_leader", if leader.is_empty() { "none" } else { &leader }));
+            cluster.push(kv(
+                "pd_leader",
+                if leader.is_empty() { "none" } else { &leader },
+            ));
             cluster.push(kv("pd_members", m.members.len()));
             for member in &m.members {
                 let healthy = health.as_ref().and_then(|h| h.get(&member.name).copied());
@@ -88,7 +122,10 @@ pub fn observe(t: &dyn Transport, s: &Settings, now: u64) -> Result<Observation,
                         kv("name", &member.name),
                         kv("member_id", member.member_id),
                         kv("leader", !leader.is_empty() && member.name == leader),
-                        kv("health", healthy.map_or("unknown".to_string(), |h| h.to_string())),
+                        kv(
+                            "health",
+                            healthy.map_or("unknown".to_string(), |h| h.to_string()),
+                        ),
                         kv("binary_version", &member.binary_version),
                     ],
                 });
@@ -100,7 +137,10 @@ pub fn observe(t: &dyn Transport, s: &Settings, now: u64) -> Result<Observation,
         }
     }
     if pd.exhausted() {
-        return Err(ObserveError::Unreachable(format!("no PD endpoint answers ({})", s.pd.join(", "))));
+        return Err(ObserveError::Unreachable(format!(
+            "no PD endpoint answers ({})",
+            s.pd.join(", ")
+        )));
     }
 
     let mut bootstrapped = None;
@@ -111,11 +151,17 @@ pub fn observe(t: &dyn Transport, s: &Settings, now: u64) -> Result<Observation,
         }
         Err(PdError::NotBootstrapped(m)) => {
             bootstrapped = Some(false);
-            snap.problem("pd /cluster/status", format!("cluster not bootstrapped: {m}"));
+            snap.problem(
+                "pd /cluster/status",
+                format!("cluster not bootstrapped: {m}"),
+            );
         }
         Err(e) => snap.problem("pd /cluster/status", e.to_string()),
     }
-    match pd.get("/config").and_then(|r| pd::decode::<serde_json::Value>(&r)) {
+    match pd
+        .get("/config")
+        .and_then(|r| pd::decode::<serde_json::Value>(&r))
+    {
         Ok(v) => {
             let c = pd::config_view(&v);
             if let Some(d) = c.max_store_down_time_s {
@@ -130,7 +176,9 @@ pub fn observe(t: &dyn Transport, s: &Settings, now: u64) -> Result<Observation,
     }
 
     let mut status_addrs: BTreeMap<String, u64> = BTreeMap::new();
-    if bootstrapped != Some(false) {
+    // Asked even when /cluster/status says "not bootstrapped": its ErrNotBootstrapped
+    // answer is the clearest thing to show the user.
+    {
         match pd.json::<pd::Stores>("/stores") {
             Ok(stores) => {
                 cluster.push(kv("store_count", stores.stores.len()));
@@ -161,18 +209,25 @@ pub fn observe(t: &dyn Transport, s: &Settings, now: u64) -> Result<Observation,
         Some(b) => b.to_string(),
         None => "unknown".into(),
     };
-    let leader_known = cluster.iter().any(|c| c.key == "pd_leader" && c.value != "none" && c.value != "unknown");
-    snap.components.insert(0, Component {
-        id: "cluster".into(),
-        kind: "cluster".into(),
-        address: s.pd.join(","),
-        state: match (bootstrapped.as_str(), leader_known) {
-            ("true", true) => ComponentState::Up,
-            ("unknown", _) => ComponentState::Unknown,
-            _ => ComponentState::Degraded,
+    let leader_known = cluster
+        .iter()
+        .any(|c| c.key == "pd_leader" && c.value != "none" && c.value != "unknown");
+    snap.components.insert(
+        0,
+        Component {
+            id: "cluster".into(),
+            kind: "cluster".into(),
+            address: s.pd.join(","),
+            state: match (bootstrapped.as_str(), leader_known) {
+                ("true", true) => ComponentState::Up,
+                ("unknown", _) => ComponentState::Unknown,
+                _ => ComponentState::Degraded,
+            },
+            attributes: std::iter::once(kv("bootstrapped", bootstrapped))
+                .chain(cluster)
+                .collect(),
         },
-        attributes: std::iter::once(kv("bootstrapped", bootstrapped)).chain(cluster).collect(),
-    });
+    );
 
     if let Some(base) = &s.prometheus {
         observe_prometheus(t, base, &mut snap, &status_addrs);
@@ -204,7 +259,11 @@ fn observe_health(pd: &Pd, snap: &mut Snapshot) -> Option<BTreeMap<String, bool>
             let (code, msg) = pd::error_body(&reply.body);
             snap.problem(
                 "pd /health",
-                format!("HTTP {}: not a member list ({e}): {}{msg}", reply.status, code.map(|c| format!("[{c}] ")).unwrap_or_default()),
+                format!(
+                    "HTTP {}: not a member list ({e}): {}{msg}",
+                    reply.status,
+                    code.map(|c| format!("[{c}] ")).unwrap_or_default()
+                ),
             );
             None
         }
@@ -231,8 +290,13 @@ fn store_component(snap: &mut Snapshot, e: &pd::StoreEntry) {
         kv("is_busy", st.is_busy),
     ];
     if m.last_heartbeat > 0 {
-        let age_ms = snap.now.saturating_sub((m.last_heartbeat / 1_000_000) as u64);
-        attrs.push(kv("heartbeat_age_s", format!("{:.1}", age_ms as f64 / 1000.0)));
+        let age_ms = snap
+            .now
+            .saturating_sub((m.last_heartbeat / 1_000_000) as u64);
+        attrs.push(kv(
+            "heartbeat_age_s",
+            format!("{:.1}", age_ms as f64 / 1000.0),
+        ));
     }
     if let (Some(cap), Some(avail)) = (st.capacity.0, st.available.0) {
         attrs.push(kv("capacity_bytes", cap));
@@ -247,11 +311,23 @@ fn store_component(snap: &mut Snapshot, e: &pd::StoreEntry) {
         attrs.push(kv("used_bytes", used));
     }
     if !m.labels.is_empty() {
-        let labels: Vec<String> = m.labels.iter().map(|l| format!("{}={}", l.key, l.value)).collect();
+        let labels: Vec<String> = m
+            .labels
+            .iter()
+            .map(|l| format!("{}={}", l.key, l.value))
+            .collect();
         attrs.push(kv("labels", labels.join(",")));
     }
-    snap.metric("pd_store_leader_count", vec![kv("store", m.id)], st.leader_count as f64);
-    snap.metric("pd_store_region_count", vec![kv("store", m.id)], st.region_count as f64);
+    snap.metric(
+        "pd_store_leader_count",
+        vec![kv("store", m.id)],
+        st.leader_count as f64,
+    );
+    snap.metric(
+        "pd_store_region_count",
+        vec![kv("store", m.id)],
+        st.region_count as f64,
+    );
     snap.components.push(Component {
         id,
         kind: "tikv".into(),
@@ -280,7 +356,11 @@ fn observe_regions(pd: &Pd, snap: &mut Snapshot, cluster: &mut Vec<Kv>) {
         let route = format!("/regions/check/{state}");
         match pd.json::<pd::RegionCheck>(&route) {
             Ok(c) => {
-                snap.metric("pd_region_check_count", vec![kv("state", state)], c.count as f64);
+                snap.metric(
+                    "pd_region_check_count",
+                    vec![kv("state", state)],
+                    c.count as f64,
+                );
                 cluster.push(kv(format!("{state}_regions"), c.count));
                 if !c.sample_ids.is_empty() {
                     let ids: Vec<String> = c.sample_ids.iter().map(u64::to_string).collect();
@@ -290,7 +370,11 @@ fn observe_regions(pd: &Pd, snap: &mut Snapshot, cluster: &mut Vec<Kv>) {
             Err(PdError::Transport(FetchError::TooLarge(n))) => {
                 // Thousands of regions in this state: the count is at least what fits.
                 let lower = n / 600;
-                snap.metric("pd_region_check_count", vec![kv("state", state)], lower as f64);
+                snap.metric(
+                    "pd_region_check_count",
+                    vec![kv("state", state)],
+                    lower as f64,
+                );
                 cluster.push(kv(format!("{state}_regions"), lower));
                 snap.problem(&format!("pd {route}"), format!("answer over the host's body cap ({n} bytes); counting at least {lower} regions"));
             }
@@ -303,33 +387,67 @@ fn hotspots(snap: &mut Snapshot, kind: &str, h: &pd::Hotspots) {
     for (role, stores) in [("leader", &h.as_leader), ("peer", &h.as_peer)] {
         for (store, s) in stores {
             let labels = vec![kv("kind", kind), kv("role", role), kv("store", store)];
-            snap.metric("pd_hot_store_flow_bytes", labels.clone(), s.total_flow_bytes);
+            snap.metric(
+                "pd_hot_store_flow_bytes",
+                labels.clone(),
+                s.total_flow_bytes,
+            );
             snap.metric("pd_hot_store_regions", labels, s.regions_count as f64);
         }
     }
     // Region flows from the leaders' view: each region once.
-    let mut regions: Vec<&pd::HotRegion> = h.as_leader.values().flat_map(|s| s.statistics.iter()).collect();
+    let mut regions: Vec<&pd::HotRegion> = h
+        .as_leader
+        .values()
+        .flat_map(|s| s.statistics.iter())
+        .collect();
     if regions.is_empty() {
-        regions = h.as_peer.values().flat_map(|s| s.statistics.iter()).collect();
+        regions = h
+            .as_peer
+            .values()
+            .flat_map(|s| s.statistics.iter())
+            .collect();
     }
-    regions.sort_by(|a, b| b.flow_bytes.total_cmp(&a.flow_bytes).then(a.region_id.cmp(&b.region_id)));
+    regions.sort_by(|a, b| {
+        b.flow_bytes
+            .total_cmp(&a.flow_bytes)
+            .then(a.region_id.cmp(&b.region_id))
+    });
     regions.dedup_by_key(|r| r.region_id);
     for r in regions.into_iter().take(MAX_HOT_REGIONS) {
-        let labels = vec![kv("kind", kind), kv("region_id", r.region_id), kv("store", r.store_id)];
+        let labels = vec![
+            kv("kind", kind),
+            kv("region_id", r.region_id),
+            kv("store", r.store_id),
+        ];
         snap.metric("pd_hot_region_flow_bytes", labels.clone(), r.flow_bytes);
         snap.metric("pd_hot_region_flow_keys", labels.clone(), r.flow_keys);
         snap.metric("pd_hot_region_degree", labels, r.hot_degree as f64);
     }
 }
 
-fn observe_prometheus(t: &dyn Transport, base: &str, snap: &mut Snapshot, status_addrs: &BTreeMap<String, u64>) {
+fn observe_prometheus(
+    t: &dyn Transport,
+    base: &str,
+    snap: &mut Snapshot,
+    status_addrs: &BTreeMap<String, u64>,
+) {
     let store_of = |instance: &str| status_addrs.get(instance).copied();
     let mut up_by_store: BTreeMap<u64, bool> = BTreeMap::new();
     for q in prom::INSTANT {
         let url = prom::instant_url(base, q.expr);
         let series = match t.get(&url) {
-            Ok(r) if (200..300).contains(&r.status) || r.status == 400 || r.status == 422 => prom::decode_instant(&url, &r.body),
-            Ok(r) => Err(format!("{url}: HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body).chars().take(200).collect::<String>())),
+            Ok(r) if (200..300).contains(&r.status) || r.status == 400 || r.status == 422 => {
+                prom::decode_instant(&url, &r.body)
+            }
+            Ok(r) => Err(format!(
+                "{url}: HTTP {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            )),
             Err(e @ FetchError::Unreachable(_)) | Err(e @ FetchError::Denied(_)) => {
                 // Every other query would fail the same way.
                 snap.problem("prometheus", format!("{base}: {e}"));
@@ -355,8 +473,17 @@ fn observe_prometheus(t: &dyn Transport, base: &str, snap: &mut Snapshot, status
             continue;
         }
         for s in series {
-            let get = |k: &str| s.labels.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-            let mut labels: Vec<Kv> = q.labels.iter().filter_map(|k| get(k).map(|v| kv(*k, v))).collect();
+            let get = |k: &str| {
+                s.labels
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            let mut labels: Vec<Kv> = q
+                .labels
+                .iter()
+                .filter_map(|k| get(k).map(|v| kv(*k, v)))
+                .collect();
             if let Some(store) = get("instance").and_then(store_of) {
                 labels.push(kv("store", store));
                 if q.id == "up" {
@@ -399,7 +526,8 @@ fn log_owner(snap: &Snapshot, name: &str) -> String {
     let hit = snap.components.iter().find(|c| {
         c.id == name
             || (c.kind == "pd" && c.attr_is("name", name))
-            || (!c.address.is_empty() && (c.address == name || c.address.split("://").last() == Some(name)))
+            || (!c.address.is_empty()
+                && (c.address == name || c.address.split("://").last() == Some(name)))
             || c.attr_is("status_address", name)
     });
     hit.map_or_else(|| name.to_string(), |c| c.id.clone())
@@ -411,7 +539,9 @@ trait AttrIs {
 
 impl AttrIs for Component {
     fn attr_is(&self, key: &str, value: &str) -> bool {
-        self.attributes.iter().any(|a| a.key == key && a.value == value)
+        self.attributes
+            .iter()
+            .any(|a| a.key == key && a.value == value)
     }
 }
 
@@ -422,24 +552,45 @@ fn observe_log(t: &dyn Transport, name: &str, lines: u32, snap: &mut Snapshot) {
         Err(e) => return snap.problem(&owner, format!("reading log `{name}`: {e}")),
     };
     let parsed = logparse::parse_all(&tail);
-    snap.metric("tikv_log_lines", vec![kv("component", &owner)], parsed.lines as f64);
-    snap.metric("tikv_log_unparsed_lines", vec![kv("component", &owner)], parsed.garbage as f64);
+    snap.metric(
+        "tikv_log_lines",
+        vec![kv("component", &owner)],
+        parsed.lines as f64,
+    );
+    snap.metric(
+        "tikv_log_unparsed_lines",
+        vec![kv("component", &owner)],
+        parsed.garbage as f64,
+    );
     let mut counts: BTreeMap<EventKind, usize> = BTreeMap::new();
     for (k, _) in &parsed.events {
         *counts.entry(*k).or_default() += 1;
     }
     for (k, n) in counts {
-        snap.metric("tikv_log_events", vec![kv("component", &owner), kv("kind", k.as_str())], n as f64);
+        snap.metric(
+            "tikv_log_events",
+            vec![kv("component", &owner), kv("kind", k.as_str())],
+            n as f64,
+        );
     }
     let skip = parsed.events.len().saturating_sub(MAX_LOG_EVENTS);
     for (kind, line) in parsed.events.into_iter().skip(skip) {
-        let mut attributes = vec![kv("kind", kind.as_str()), kv("level", line.level.as_str()), kv("source", "log"), kv("file", &line.source)];
+        let mut attributes = vec![
+            kv("kind", kind.as_str()),
+            kv("level", line.level.as_str()),
+            kv("source", "log"),
+            kv("file", &line.source),
+        ];
         for (k, v) in &line.fields {
             if logparse::KEPT_FIELDS.contains(&k.as_str()) {
                 attributes.push(kv(k, v.chars().take(200).collect::<String>()));
             }
         }
-        if let Some(ms) = line.field("takes").or(line.field("total_process_time")).and_then(logparse::millis) {
+        if let Some(ms) = line
+            .field("takes")
+            .or(line.field("total_process_time"))
+            .and_then(logparse::millis)
+        {
             attributes.push(kv("takes_ms", ms));
         }
         snap.events.push(Event {

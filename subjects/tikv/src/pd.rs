@@ -3,9 +3,9 @@
 //! Go duration strings, errors as JSON strings, `null` where a list is expected).
 
 use crate::transport::{FetchError, Method, Reply, Transport, join};
-use std::cell::Cell;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -21,7 +21,11 @@ pub enum PdError {
     /// 404, or 200 with `null` (how v7.5 says "no such region").
     NotFound(String),
     /// Any other non-2xx, with PD's error code when the body carried one.
-    Status { status: u16, code: Option<String>, message: String },
+    Status {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
     /// A 2xx whose body is not the JSON shape expected.
     Malformed(String),
 }
@@ -32,10 +36,18 @@ impl fmt::Display for PdError {
             PdError::Transport(e) => write!(f, "{e}"),
             PdError::NotBootstrapped(m) => write!(f, "cluster not bootstrapped: {m}"),
             PdError::NotFound(m) => write!(f, "not found: {m}"),
-            PdError::Status { status, code: Some(code), message } => {
+            PdError::Status {
+                status,
+                code: Some(code),
+                message,
+            } => {
                 write!(f, "HTTP {status} [{code}] {message}")
             }
-            PdError::Status { status, code: None, message } => write!(f, "HTTP {status}: {message}"),
+            PdError::Status {
+                status,
+                code: None,
+                message,
+            } => write!(f, "HTTP {status}: {message}"),
             PdError::Malformed(m) => write!(f, "malformed JSON: {m}"),
         }
     }
@@ -65,8 +77,11 @@ pub fn decode<T: serde::de::DeserializeOwned>(reply: &Reply) -> Result<T, PdErro
         return Err(match (reply.status, code.as_deref()) {
             (_, Some(c)) if c.ends_with("ErrNotBootstrapped") => PdError::NotBootstrapped(message),
             (404, _) => PdError::NotFound(message),
-            (_, Some(c)) if c.ends_with("NotFound") => PdError::NotFound(message),
-            (status, _) => PdError::Status { status, code, message },
+            (status, _) => PdError::Status {
+                status,
+                code,
+                message,
+            },
         });
     }
     let trimmed = reply.body.trim_ascii();
@@ -120,7 +135,9 @@ pub fn parse_duration(s: &str) -> Option<f64> {
         }
         let value: f64 = rest[..num_end].parse().ok()?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -354,7 +371,9 @@ pub fn config_view(v: &serde_json::Value) -> ConfigView {
         _ => String::new(),
     };
     ConfigView {
-        max_store_down_time_s: schedule["max-store-down-time"].as_str().and_then(parse_duration),
+        max_store_down_time_s: schedule["max-store-down-time"]
+            .as_str()
+            .and_then(parse_duration),
         max_replicas,
         location_labels,
     }
@@ -557,7 +576,12 @@ impl Client<'_> {
     }
 
     /// Sends a write (or any method) to the first PD that answers.
-    pub fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Reply, PdError> {
+    pub fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Reply, PdError> {
         let mut last = None;
         for base in self.urls {
             let url = join(base, &format!("{PREFIX}{path}"));
@@ -567,13 +591,19 @@ impl Client<'_> {
                 Err(e) => return Err(PdError::Transport(e)),
             }
         }
-        Err(PdError::Transport(FetchError::Unreachable(last.unwrap_or_else(|| "no PD endpoint configured".into()))))
+        Err(PdError::Transport(FetchError::Unreachable(
+            last.unwrap_or_else(|| "no PD endpoint configured".into()),
+        )))
     }
 }
 
 impl<'a> Client<'a> {
     pub fn new(t: &'a dyn Transport, urls: &'a [String]) -> Client<'a> {
-        Client { t, urls, current: Cell::new(0) }
+        Client {
+            t,
+            urls,
+            current: Cell::new(0),
+        }
     }
 }
 
@@ -611,16 +641,37 @@ mod tests {
         let (code, msg) = error_body(body);
         assert_eq!(code.as_deref(), Some("PD:cluster:ErrNotBootstrapped"));
         assert!(msg.starts_with("TiKV cluster not bootstrapped"));
-        let reply = Reply { status: 500, body: body.to_vec() };
-        assert!(matches!(decode::<Stores>(&reply), Err(PdError::NotBootstrapped(_))));
+        let reply = Reply {
+            status: 500,
+            body: body.to_vec(),
+        };
+        assert!(matches!(
+            decode::<Stores>(&reply),
+            Err(PdError::NotBootstrapped(_))
+        ));
         let (code, msg) = error_body(b"region has no voter in store 4");
         assert_eq!(code, None);
         assert_eq!(msg, "region has no voter in store 4");
-        let reply = Reply { status: 200, body: b"null".to_vec() };
-        assert!(matches!(decode::<Stores>(&reply), Err(PdError::NotFound(_))));
-        let reply = Reply { status: 404, body: br#""[PD:core:ErrStoreNotFound]store 9 not found""#.to_vec() };
-        assert!(matches!(decode::<Stores>(&reply), Err(PdError::NotFound(_))));
-        let reply = Reply { status: 200, body: b"{\"count\": 3, \"stores\": [".to_vec() };
+        let reply = Reply {
+            status: 200,
+            body: b"null".to_vec(),
+        };
+        assert!(matches!(
+            decode::<Stores>(&reply),
+            Err(PdError::NotFound(_))
+        ));
+        let reply = Reply {
+            status: 404,
+            body: br#""[PD:core:ErrStoreNotFound]store 9 not found""#.to_vec(),
+        };
+        assert!(matches!(
+            decode::<Stores>(&reply),
+            Err(PdError::NotFound(_))
+        ));
+        let reply = Reply {
+            status: 200,
+            body: b"{\"count\": 3, \"stores\": [".to_vec(),
+        };
         let err = decode::<Stores>(&reply).unwrap_err();
         assert!(matches!(err, PdError::Malformed(_)), "{err}");
     }

@@ -244,8 +244,11 @@ pub fn group_threads(series: &[Series]) -> BTreeMap<(String, String), f64> {
                 .unwrap_or("")
         };
         if s.value.is_finite() {
-            *out.entry((label("instance").to_string(), thread_group(label("name")).to_string()))
-                .or_insert(0.0) += s.value;
+            *out.entry((
+                label("instance").to_string(),
+                thread_group(label("name")).to_string(),
+            ))
+            .or_insert(0.0) += s.value;
         }
     }
     out
@@ -271,16 +274,39 @@ mod tests {
         let r = decode_range("u", body).unwrap();
         assert_eq!(r[0].points[0], (1_764_000_000_000, 10.0));
         assert!(r[0].points[1].1.is_nan());
-        assert!(decode_range("u", br#"{"status":"error","error":"bad_data: parse error"}"#).unwrap_err().contains("parse error"));
-        assert!(decode_range("u", br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#).is_err());
-        assert!(decode_range("u", b"<html>").unwrap_err().contains("malformed"));
+        assert!(
+            decode_range(
+                "u",
+                br#"{"status":"error","error":"bad_data: parse error"}"#
+            )
+            .unwrap_err()
+            .contains("parse error")
+        );
+        assert!(
+            decode_range(
+                "u",
+                br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#
+            )
+            .is_err()
+        );
+        assert!(
+            decode_range("u", b"<html>")
+                .unwrap_err()
+                .contains("malformed")
+        );
     }
 
     #[test]
     fn urls_encode_the_query() {
         let u = instant_url("http://p:9090/", "up{job=\"tikv\"}");
-        assert_eq!(u, "http://p:9090/api/v1/query?query=up%7Bjob%3D%22tikv%22%7D");
+        assert_eq!(
+            u,
+            "http://p:9090/api/v1/query?query=up%7Bjob%3D%22tikv%22%7D"
+        );
         let u = range_url("http://p:9090", "up", 1_764_000_000_123);
-        assert!(u.ends_with("query=up&start=1763999400&end=1764000000&step=30"), "{u}");
+        assert!(
+            u.ends_with("query=up&start=1763999400&end=1764000000&step=30"),
+            "{u}"
+        );
     }
 }

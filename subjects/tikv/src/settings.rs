@@ -71,32 +71,122 @@ impl Default for Thresholds {
 /// Every threshold setting: name, description, and a view into [`Thresholds`].
 type Field = fn(&mut Thresholds) -> &mut f64;
 pub const THRESHOLDS: &[(&str, &str, Field)] = &[
-    ("low_space_ratio", "low space below this share of capacity available", |t| &mut t.low_space_ratio),
-    ("latency_p99_ms", "gRPC request p99 threshold per store and type (ms)", |t| &mut t.latency_p99_ms),
-    ("raft_p99_s", "Raft append/commit/apply p99 threshold (s)", |t| &mut t.raft_p99_s),
-    ("log_lag", "Raft log lag p99 threshold (entries)", |t| &mut t.log_lag),
-    ("slow_score", "PD slow score that marks a slow store", |t| &mut t.slow_score),
-    ("pending_peer_regions", "pending-peer regions that degrade replication", |t| &mut t.pending_peer_regions),
-    ("hot_region_share", "share of the cluster's hot flow one region may take", |t| &mut t.hot_region_share),
-    ("hot_min_bytes", "bytes/s below which nothing counts as hot", |t| &mut t.hot_min_bytes),
-    ("hot_store_ratio", "hot flow of one store over the mean store's", |t| &mut t.hot_store_ratio),
-    ("leader_imbalance", "tolerated excess of the busiest store's leaders over the mean (ratio)", |t| &mut t.leader_imbalance),
-    ("leader_imbalance_min", "minimum leaders above the mean before imbalance counts", |t| &mut t.leader_imbalance_min),
-    ("leader_changes", "elections won within churn_window_s that make churn", |t| &mut t.leader_changes),
-    ("churn_window_s", "window for log-event counts (s)", |t| &mut t.churn_window_s),
-    ("leader_drop", "leaders lost by one store within 30 s", |t| &mut t.leader_drop),
-    ("snapshots_in_flight", "sending + receiving snapshots on one store", |t| &mut t.snapshots_in_flight),
-    ("snapshot_events", "snapshot log events within churn_window_s", |t| &mut t.snapshot_events),
-    ("scheduler_pending", "scheduler pending commands on one store", |t| &mut t.scheduler_pending),
-    ("load_rise", "current QPS over the 10-minute baseline that counts as rising load", |t| &mut t.load_rise),
+    (
+        "low_space_ratio",
+        "low space below this share of capacity available",
+        |t| &mut t.low_space_ratio,
+    ),
+    (
+        "latency_p99_ms",
+        "gRPC request p99 threshold per store and type (ms)",
+        |t| &mut t.latency_p99_ms,
+    ),
+    (
+        "raft_p99_s",
+        "Raft append/commit/apply p99 threshold (s)",
+        |t| &mut t.raft_p99_s,
+    ),
+    ("log_lag", "Raft log lag p99 threshold (entries)", |t| {
+        &mut t.log_lag
+    }),
+    ("slow_score", "PD slow score that marks a slow store", |t| {
+        &mut t.slow_score
+    }),
+    (
+        "pending_peer_regions",
+        "pending-peer regions that degrade replication",
+        |t| &mut t.pending_peer_regions,
+    ),
+    (
+        "hot_region_share",
+        "share of the cluster's hot flow one region may take",
+        |t| &mut t.hot_region_share,
+    ),
+    (
+        "hot_min_bytes",
+        "bytes/s below which nothing counts as hot",
+        |t| &mut t.hot_min_bytes,
+    ),
+    (
+        "hot_store_ratio",
+        "hot flow of one store over the mean store's",
+        |t| &mut t.hot_store_ratio,
+    ),
+    (
+        "leader_imbalance",
+        "tolerated excess of the busiest store's leaders over the mean (ratio)",
+        |t| &mut t.leader_imbalance,
+    ),
+    (
+        "leader_imbalance_min",
+        "minimum leaders above the mean before imbalance counts",
+        |t| &mut t.leader_imbalance_min,
+    ),
+    (
+        "leader_changes",
+        "elections won within churn_window_s that make churn",
+        |t| &mut t.leader_changes,
+    ),
+    ("churn_window_s", "window for log-event counts (s)", |t| {
+        &mut t.churn_window_s
+    }),
+    (
+        "leader_drop",
+        "leaders lost by one store within 30 s",
+        |t| &mut t.leader_drop,
+    ),
+    (
+        "snapshots_in_flight",
+        "sending + receiving snapshots on one store",
+        |t| &mut t.snapshots_in_flight,
+    ),
+    (
+        "snapshot_events",
+        "snapshot log events within churn_window_s",
+        |t| &mut t.snapshot_events,
+    ),
+    (
+        "scheduler_pending",
+        "scheduler pending commands on one store",
+        |t| &mut t.scheduler_pending,
+    ),
+    (
+        "load_rise",
+        "current QPS over the 10-minute baseline that counts as rising load",
+        |t| &mut t.load_rise,
+    ),
 ];
 
 /// The settings that are not thresholds: (name, description, kind, required, default).
 pub const SETTINGS: &[(&str, &str, SettingKind, bool, &str)] = &[
-    ("pd", "PD base URL(s), comma-separated (http://pd1:2379,http://pd2:2379); tried in order", SettingKind::OriginList, true, ""),
-    ("prometheus", "Prometheus scraping PD and TiKV (latency, Raft, disk, CPU, scheduler, up{})", SettingKind::Origin, false, ""),
-    ("log.<component>", "log source of a component (store-<id>, pd-<name>, or any name): file:/path or docker:<container>", SettingKind::Value, false, ""),
-    ("log_lines", "lines tailed from each configured log per tick", SettingKind::Value, false, "500"),
+    (
+        "pd",
+        "PD base URL(s), comma-separated (http://pd1:2379,http://pd2:2379); tried in order",
+        SettingKind::OriginList,
+        true,
+        "",
+    ),
+    (
+        "prometheus",
+        "Prometheus scraping PD and TiKV (latency, Raft, disk, CPU, scheduler, up{})",
+        SettingKind::Origin,
+        false,
+        "",
+    ),
+    (
+        "log.<component>",
+        "log source of a component (store-<id>, pd-<name>, or any name): file:/path or docker:<container>",
+        SettingKind::Value,
+        false,
+        "",
+    ),
+    (
+        "log_lines",
+        "lines tailed from each configured log per tick",
+        SettingKind::Value,
+        false,
+        "500",
+    ),
 ];
 
 /// Every setting, as the metadata declares it.
@@ -149,7 +239,9 @@ fn split_list(value: &str) -> Vec<String> {
 impl Settings {
     /// Parses the user's settings. Only a missing `pd` is an error; a malformed threshold
     /// keeps its default and is reported.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Settings, String> {
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Settings, String> {
         let mut s = Settings {
             pd: Vec::new(),
             prometheus: None,
@@ -174,18 +266,24 @@ impl Settings {
             } else if key == "log_lines" {
                 match value.parse::<u32>() {
                     Ok(n) => s.log_lines = n.clamp(1, 1000),
-                    Err(_) => s.warnings.push(format!("setting `log_lines` has a malformed value `{value}`")),
+                    Err(_) => s.warnings.push(format!(
+                        "setting `log_lines` has a malformed value `{value}`"
+                    )),
                 }
             } else if let Some((_, _, field)) = THRESHOLDS.iter().find(|(n, _, _)| *n == key) {
                 match value.parse::<f64>() {
                     Ok(v) if v.is_finite() => *field(&mut s.thresholds) = v,
-                    _ => s.warnings.push(format!("setting `{key}` has a malformed value `{value}`; using the default")),
+                    _ => s.warnings.push(format!(
+                        "setting `{key}` has a malformed value `{value}`; using the default"
+                    )),
                 }
             }
         }
         for url in &s.pd {
             if !url.starts_with("http://") && !url.starts_with("https://") {
-                return Err(format!("setting `pd`: `{url}` is not an http(s) URL (e.g. http://pd:2379)"));
+                return Err(format!(
+                    "setting `pd`: `{url}` is not an http(s) URL (e.g. http://pd:2379)"
+                ));
             }
         }
         if s.pd.is_empty() {
@@ -214,7 +312,11 @@ mod tests {
         assert_eq!(s.thresholds.latency_p99_ms, 250.0);
         assert_eq!(s.thresholds.low_space_ratio, 0.2);
         assert_eq!(s.warnings.len(), 1);
-        assert!(Settings::from_pairs([("prometheus", "http://p")]).unwrap_err().contains("pd"));
+        assert!(
+            Settings::from_pairs([("prometheus", "http://p")])
+                .unwrap_err()
+                .contains("pd")
+        );
         assert!(Settings::from_pairs([("pd", "pd:2379")]).is_err());
     }
 }
