@@ -445,9 +445,10 @@ async fn loadgen_counts_match_the_limit() {
             .args(["--target", &targets, "--rate", "400", "--duration", "1s"])
             .args(["--keys", "5", "--zipf", "1.0", "--key-prefix", "lg-"])
             .args(["--hot-key", "lg-hot:0.5", "--json"])
-            // Room for every request in flight at once, so none is dropped however slowly
-            // this machine answers: the counts below do not depend on its speed.
-            .args(["--concurrency", "400"])
+            // Room for every request in flight at once, and time for a slow answer, so none
+            // is dropped or given up on however busy this machine is: the counts below do not
+            // depend on its speed.
+            .args(["--concurrency", "400", "--timeout", "60s"])
             .output()
     })
     .await

@@ -203,30 +203,32 @@ impl Node {
         let mut log = Output::capture(stderr, self.id.clone(), echo, |_| {});
         let deadline = Instant::now() + LISTEN_TIMEOUT;
         let line = loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let exited = match rx.recv_timeout(left.min(Duration::from_millis(20))) {
                 Ok(line) => break line,
-                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {
-                    if let Some(status) = wait_exit(&mut child, Duration::ZERO) {
-                        let log = log.finish();
-                        return Err(if log.contains("Address already in use") {
-                            LaunchError::AddrInUse(listen.to_string())
-                        } else {
-                            LaunchError::Exited {
-                                id: self.id.clone(),
-                                status,
-                                log,
-                            }
-                        });
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(LaunchError::Silent {
+                // Stdout closed without a line: the node is exiting.
+                Err(RecvTimeoutError::Disconnected) => wait_exit(&mut child, left),
+                Err(RecvTimeoutError::Timeout) => wait_exit(&mut child, Duration::ZERO),
+            };
+            if let Some(status) = exited {
+                let log = log.finish();
+                return Err(if log.contains("Address already in use") {
+                    LaunchError::AddrInUse(listen.to_string())
+                } else {
+                    LaunchError::Exited {
                         id: self.id.clone(),
-                        log: log.finish(),
-                    });
-                }
+                        status,
+                        log,
+                    }
+                });
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(LaunchError::Silent {
+                    id: self.id.clone(),
+                    log: log.finish(),
+                });
             }
         };
         let proc = Proc { child };

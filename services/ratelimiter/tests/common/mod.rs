@@ -77,6 +77,24 @@ impl Node {
         self.inner.kill();
     }
 
+    /// Starts the node again on the port it had, retrying while that port is taken, and
+    /// waits until /healthz answers 200.
+    pub async fn restart(self) -> Node {
+        let Node { mut inner, id, url } = self;
+        let inner = tokio::task::spawn_blocking(move || {
+            inner.restart();
+            inner
+        })
+        .await
+        .expect("restarting the node panicked");
+        Node { inner, id, url }
+    }
+
+    /// The port the node listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
     /// SIGTERM, then wait (bounded) for the node to exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         tokio::task::spawn_blocking(move || self.inner.terminate(Duration::from_secs(10)))
