@@ -152,6 +152,27 @@ pub fn execute(
     if id == m::OPERATOR_STATUS {
         return Ok(operator_status(&pd, self::id(params, "region_id")?));
     }
+    // An operator on a region PD does not know fails late and vaguely; ask first. PD says
+    // "no such region" with 404 (newer) or 200 `null` (v7.5).
+    if path == "/operators" {
+        let region = self::id(params, "region_id")?;
+        match pd
+            .get(&format!("/region/id/{region}"))
+            .and_then(|r| pd::decode::<serde_json::Value>(&r))
+        {
+            Ok(_) => {}
+            Err(PdError::NotFound(m)) => {
+                return Err(ActionError::BadParams(format!(
+                    "region {region} does not exist ({m})"
+                )));
+            }
+            Err(e) => {
+                return Err(ActionError::Failed(format!(
+                    "looking up region {region}: {e}"
+                )));
+            }
+        }
+    }
     let bytes = body.map(|b| b.to_string().into_bytes());
     let reply = pd
         .send(method, &path, bytes)
@@ -223,6 +244,58 @@ mod tests {
             request("nope", &[]),
             Err(ActionError::UnknownAction(_))
         ));
+    }
+
+    fn run(
+        action: &str,
+        params: &[Kv],
+    ) -> (Result<String, ActionError>, Vec<(Method, String, String)>) {
+        let f = crate::fixture::Fixture::scenario("healthy");
+        let s = Settings::from_pairs([("pd", "http://pd1:2379")]).unwrap();
+        let r = execute(&f, &s, action, params);
+        (r, f.writes.into_inner())
+    }
+
+    #[test]
+    fn operators_are_posted_and_their_status_reported() {
+        let (r, writes) = run(
+            "transfer-leader",
+            &[kv("region_id", "8"), kv("to_store_id", "4")],
+        );
+        assert_eq!(
+            r.unwrap(),
+            "The operator is created. region 8: operator transfer-leader status RUNNING"
+        );
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].1, "/pd/api/v1/operators");
+        assert_eq!(
+            serde_json::from_str::<Value>(&writes[0].2).unwrap(),
+            json!({"name":"transfer-leader","region_id":8,"to_store_id":4})
+        );
+        let (r, writes) = run(m::EVICT_LEADER, &[kv("store_id", "4")]);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(writes[0].1, "/pd/api/v1/schedulers");
+        let (r, writes) = run("operator-status", &[kv("region_id", "8")]);
+        assert_eq!(
+            r.unwrap(),
+            "region 8: operator transfer-leader status RUNNING"
+        );
+        assert!(writes.is_empty(), "a status read writes nothing");
+    }
+
+    #[test]
+    fn a_missing_region_is_refused_before_any_write_in_both_pd_dialects() {
+        for region in ["998", "999"] {
+            let (r, writes) = run("split-region", &[kv("region_id", region)]);
+            match r {
+                Err(ActionError::BadParams(m)) => assert!(
+                    m.starts_with(&format!("region {region} does not exist")),
+                    "{m}"
+                ),
+                other => panic!("{region}: {other:?}"),
+            }
+            assert!(writes.is_empty());
+        }
     }
 
     #[test]
