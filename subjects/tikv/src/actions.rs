@@ -246,10 +246,9 @@ mod tests {
         ));
     }
 
-    fn run(
-        action: &str,
-        params: &[Kv],
-    ) -> (Result<String, ActionError>, Vec<(Method, String, String)>) {
+    type Writes = Vec<(Method, String, String)>;
+
+    fn run(action: &str, params: &[Kv]) -> (Result<String, ActionError>, Writes) {
         let f = crate::fixture::Fixture::scenario("healthy");
         let s = Settings::from_pairs([("pd", "http://pd1:2379")]).unwrap();
         let r = execute(&f, &s, action, params);
