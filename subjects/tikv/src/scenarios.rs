@@ -584,3 +584,52 @@ fn thresholds_from_settings_change_the_verdict() {
     let v = inv::check(&[o], &s.thresholds);
     assert_eq!(v.len(), 3, "a 1 ms threshold flags every store: {v:#?}");
 }
+
+/// The README is the contract a simulator serves: it must name every route, query,
+/// setting, invariant, action and failure mode the code uses.
+#[test]
+fn readme_documents_the_whole_http_surface() {
+    let readme = include_str!("../README.md");
+    let mut missing = Vec::new();
+    let mut need = |what: String| {
+        if !readme.contains(&what) {
+            missing.push(what);
+        }
+    };
+    for q in crate::prom::INSTANT.iter().chain(crate::prom::RANGE) {
+        need(format!("`{}` | `{}` | `{}`", q.id, q.metric, q.expr));
+    }
+    for route in [
+        "/members",
+        "/health",
+        "/cluster/status",
+        "/config",
+        "/stores",
+        "/regions/count",
+        "/hotspot/regions/write",
+        "/hotspot/regions/read",
+        "/region/id/{region_id}",
+        "POST /operators",
+        "GET /operators/{region_id}",
+        "POST /schedulers",
+        "DELETE /schedulers/evict-leader-scheduler-{store_id}",
+    ] {
+        need(route.to_string());
+    }
+    for state in crate::pd::REGION_CHECKS {
+        need(format!("`/regions/check/{state}`"));
+    }
+    for s in crate::settings::declared() {
+        need(format!("| `{}` |", s.name));
+    }
+    for i in INVARIANTS {
+        need(format!("| {} | {} |", i.id, i.name));
+    }
+    for a in metadata::actions() {
+        need(format!("`{}` {}", a.id, a.name));
+    }
+    for fm in metadata::failure_modes() {
+        need(format!("| {} | {} |", fm.id, fm.name));
+    }
+    assert!(missing.is_empty(), "README.md lacks: {missing:#?}");
+}
