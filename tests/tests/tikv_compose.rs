@@ -69,10 +69,12 @@ fn three_pd_and_three_tikv_advertise_what_prometheus_scrapes() {
             config.contains(&format!("--advertise-client-urls=http://{pd}:2379")),
             "{pd}"
         );
-        assert!(config.contains(&format!(
-            "pd1=http://pd1:2380,pd2=http://pd2:2380,pd3=http://pd3:2380"
-        )));
     }
+    assert!(
+        config.contains(
+            "--initial-cluster=pd1=http://pd1:2380,pd2=http://pd2:2380,pd3=http://pd3:2380"
+        )
+    );
     let prom = std::fs::read_to_string(compose_dir().join("prometheus.yml")).unwrap();
     for tikv in ["tikv1", "tikv2", "tikv3"] {
         assert!(
