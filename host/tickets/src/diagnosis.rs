@@ -88,7 +88,8 @@ impl TicketStore {
             Some(&record),
             None,
         )?;
-        tx.execute(
+        row::exec(
+            &tx,
             "UPDATE tickets SET diagnosis = ?2, diagnosed_fingerprint = ?3, diagnosed_at = ?4, \
              diagnosis_attempts = 0, last_error = NULL, next_attempt_at = 0, \
              lease_owner = NULL, lease_until = NULL, \
@@ -126,10 +127,12 @@ impl TicketStore {
             return Ok(false);
         }
         let error = limits::truncate(error, MAX_ERROR);
-        let fingerprint: Option<String> =
-            tx.query_row("SELECT fingerprint FROM tickets WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })?;
+        let fingerprint: Option<String> = row::query_one(
+            &tx,
+            "SELECT fingerprint FROM tickets WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
         insert_diagnosis(
             &tx,
             id,
@@ -140,7 +143,8 @@ impl TicketStore {
             None,
             Some(&error),
         )?;
-        tx.execute(
+        row::exec(
+            &tx,
             "UPDATE tickets SET diagnosis_attempts = diagnosis_attempts + 1, last_error = ?2, \
              next_attempt_at = ?3, lease_owner = NULL, lease_until = NULL, \
              status = CASE status WHEN 'diagnosing' THEN 'open' ELSE status END \
@@ -183,7 +187,8 @@ impl TicketStore {
             Some(&record),
             None,
         )?;
-        tx.execute(
+        row::exec(
+            &tx,
             "UPDATE tickets SET diagnosis = ?2, diagnosed_fingerprint = fingerprint, diagnosed_at = ?3, \
              diagnosis_attempts = CASE status WHEN 'open' THEN 0 ELSE diagnosis_attempts END, \
              last_error = CASE status WHEN 'open' THEN NULL ELSE last_error END, \
@@ -223,14 +228,14 @@ fn reclaim_expired(
     until: i64,
     owner: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let expired: Option<(i64, Option<String>, Option<String>)> = conn
-        .query_row(
-            "SELECT id, lease_owner, fingerprint FROM tickets \
+    let expired: Option<(i64, Option<String>, Option<String>)> = row::query_one(
+        conn,
+        "SELECT id, lease_owner, fingerprint FROM tickets \
              WHERE status = 'diagnosing' AND COALESCE(lease_until, 0) <= ?1 ORDER BY id LIMIT 1",
-            [now_ms],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
+        [now_ms],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .optional()?;
     let Some((id, previous, fingerprint)) = expired else {
         return Ok(None);
     };
@@ -248,7 +253,8 @@ fn reclaim_expired(
         None,
         Some(&error),
     )?;
-    let changed = conn.execute(
+    let changed = row::exec(
+        conn,
         "UPDATE tickets SET diagnosis_attempts = diagnosis_attempts + 1, last_error = ?3, \
          lease_owner = ?4, lease_until = ?5 \
          WHERE id = ?1 AND status = 'diagnosing' AND lease_owner IS ?2",
@@ -271,19 +277,20 @@ fn claim_open(
     until: i64,
     owner: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let id: Option<i64> = conn
-        .query_row(
-            "SELECT id FROM tickets WHERE status = 'open' AND next_attempt_at <= ?1 \
+    let id: Option<i64> = row::query_one(
+        conn,
+        "SELECT id FROM tickets WHERE status = 'open' AND next_attempt_at <= ?1 \
              AND (diagnosed_at IS NULL OR diagnosed_fingerprint IS NOT fingerprint) \
              ORDER BY id LIMIT 1",
-            [now_ms],
-            |r| r.get(0),
-        )
-        .optional()?;
+        [now_ms],
+        |r| r.get(0),
+    )
+    .optional()?;
     let Some(id) = id else {
         return Ok(None);
     };
-    let changed = conn.execute(
+    let changed = row::exec(
+        conn,
         "UPDATE tickets SET status = 'diagnosing', lease_owner = ?2, lease_until = ?3 \
          WHERE id = ?1 AND status = 'open'",
         params![id, owner, until],
@@ -294,13 +301,13 @@ fn claim_open(
 /// Whether `owner` holds the ticket's lease. A ticket resolved while being diagnosed keeps
 /// the lease, so its diagnosis can still be stored. `NotFound` for no such ticket.
 fn holds_lease(conn: &Connection, id: i64, owner: &str) -> Result<bool, StoreError> {
-    let lease: Option<(Option<String>, String)> = conn
-        .query_row(
-            "SELECT lease_owner, status FROM tickets WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let lease: Option<(Option<String>, String)> = row::query_one(
+        conn,
+        "SELECT lease_owner, status FROM tickets WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     let (lease_owner, status) = lease.ok_or(StoreError::NotFound(id))?;
     Ok(lease_owner.as_deref() == Some(owner) && (status == "diagnosing" || status == "resolved"))
 }
@@ -316,7 +323,8 @@ fn insert_diagnosis(
     record: Option<&str>,
     error: Option<&str>,
 ) -> rusqlite::Result<()> {
-    conn.execute(
+    row::exec(
+        conn,
         "INSERT INTO diagnoses (ticket_id, at, outcome, backend, fingerprint, record, error) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -330,7 +338,8 @@ fn insert_diagnosis(
         ],
     )?;
     if outcome == DiagnosisOutcome::Failed {
-        conn.execute(
+        row::exec(
+            conn,
             "DELETE FROM diagnoses WHERE id IN ( \
                SELECT id FROM diagnoses WHERE ticket_id = ?1 AND outcome = 'failed' \
                ORDER BY id DESC LIMIT -1 OFFSET ?2)",

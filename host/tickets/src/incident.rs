@@ -86,7 +86,8 @@ fn set_membership(
         ),
         None => (None, None, None),
     };
-    let changed = conn.execute(
+    let changed = row::exec(
+        conn,
         "UPDATE tickets SET incident_id = ?2, incident_role = ?3, incident_reason = ?4 \
          WHERE id = ?1 AND (incident_id IS NOT ?2 OR incident_role IS NOT ?3 OR incident_reason IS NOT ?4)",
         params![id, incident, role, reason],
@@ -97,8 +98,12 @@ fn set_membership(
         return Ok(());
     }
     let detail = match membership {
-        Some((root, Role::Root, reason)) => format!("root of incident #{root}: {reason}"),
-        Some((root, Role::Symptom, reason)) => format!("symptom of #{root}: {reason}"),
+        Some((root, Role::Root, _)) => {
+            format!("root of incident #{root}: {}", reason.unwrap_or_default())
+        }
+        Some((root, Role::Symptom, _)) => {
+            format!("symptom of #{root}: {}", reason.unwrap_or_default())
+        }
         None => "no longer part of an incident".to_string(),
     };
     row::insert_event(conn, id, at_ms, EventKind::Incident, &detail)?;

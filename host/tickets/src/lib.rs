@@ -52,6 +52,15 @@ impl TicketStore {
     pub fn open(path: &Path) -> Result<TicketStore, StoreError> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Room for every statement a tick and the diagnosis lifecycle run.
+        conn.set_prepared_statement_cache_capacity(96);
+        // Plans that do not depend on bound values: otherwise SQLite marks statements with
+        // a parameter in a LIMIT, OFFSET or comparison for re-preparing whenever the cache
+        // clears their bindings, i.e. on every use (measured: 15% of a tick).
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         // Takes effect only while the file has no tables (a new database), and otherwise
         // at the next full VACUUM: freed pages can then be handed back with
         // `incremental_vacuum` instead of rewriting the whole file.
@@ -153,10 +162,12 @@ impl TicketStore {
                 })
             })
             .collect::<Result<_, StoreError>>()?;
+        let diagnoses = self.diagnoses(id)?;
         Ok(TicketDetail {
             ticket,
             events,
             observations,
+            diagnoses,
         })
     }
 

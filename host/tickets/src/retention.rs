@@ -17,6 +17,7 @@
 //! Deleted pages go to SQLite's free list and are reused by later ticks, so the file stops
 //! growing once the caps are reached; `TicketStore::vacuum` hands them back to the OS.
 
+use crate::row;
 use crate::tick::Policy;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -42,7 +43,8 @@ pub fn drop_unlinked_history(
     history: usize,
 ) -> rusqlite::Result<usize> {
     // Only the few rows right below the window: older leftovers are the sweep's job.
-    tx.execute(
+    row::exec(
+        tx,
         "DELETE FROM observations WHERE id IN ( \
            SELECT id FROM observations WHERE subject = ?1 AND id < ?2 \
            ORDER BY id DESC LIMIT 8 OFFSET ?3) \
@@ -74,13 +76,13 @@ pub fn enforce_caps(
     subject: &str,
     policy: &Policy,
 ) -> rusqlite::Result<usize> {
-    let usage: Option<(i64, i64)> = tx
-        .query_row(
-            "SELECT observations, bytes FROM observation_usage WHERE subject = ?1",
-            [subject],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let usage: Option<(i64, i64)> = row::query_one(
+        tx,
+        "SELECT observations, bytes FROM observation_usage WHERE subject = ?1",
+        [subject],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     let Some((count, bytes)) = usage else {
         return Ok(0);
     };
@@ -107,7 +109,7 @@ fn trim_resolved(
     resolved_before: i64,
 ) -> rusqlite::Result<usize> {
     let due: Vec<(i64, Option<i64>)> = {
-        let mut stmt = tx.prepare(
+        let mut stmt = tx.prepare_cached(
             "SELECT id, opening_observation_id FROM tickets \
              WHERE subject = ?1 AND status = 'resolved' AND context_trimmed = 0 AND resolved_at <= ?2",
         )?;
@@ -118,11 +120,16 @@ fn trim_resolved(
     };
     for (id, opening) in &due {
         // A ticket with no opening observation (a failure ticket) links none.
-        tx.execute(
+        row::exec(
+            tx,
             "DELETE FROM ticket_observations WHERE ticket_id = ?1 AND observation_id > ?2",
             params![id, opening.unwrap_or(i64::MIN)],
         )?;
-        tx.execute("UPDATE tickets SET context_trimmed = 1 WHERE id = ?1", [id])?;
+        row::exec(
+            tx,
+            "UPDATE tickets SET context_trimmed = 1 WHERE id = ?1",
+            [id],
+        )?;
     }
     Ok(due.len())
 }
@@ -134,7 +141,8 @@ fn delete_old_resolved(
 ) -> rusqlite::Result<usize> {
     // Events, links and diagnoses go with them (ON DELETE CASCADE); incidents that named
     // one as root lose the reference (ON DELETE SET NULL).
-    tx.execute(
+    row::exec(
+        tx,
         "DELETE FROM tickets WHERE id IN ( \
            SELECT id FROM tickets WHERE subject = ?1 AND status = 'resolved' \
            ORDER BY id DESC LIMIT -1 OFFSET ?2)",
@@ -143,7 +151,8 @@ fn delete_old_resolved(
 }
 
 fn drop_unlinked(tx: &Transaction<'_>, subject: &str, history: usize) -> rusqlite::Result<usize> {
-    tx.execute(
+    row::exec(
+        tx,
         "DELETE FROM observations WHERE subject = ?1 AND id < ( \
            SELECT id FROM observations WHERE subject = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2) \
          AND NOT EXISTS (SELECT 1 FROM ticket_observations t WHERE t.observation_id = observations.id)",
@@ -162,7 +171,7 @@ fn delete_oldest(
 ) -> rusqlite::Result<usize> {
     // (id, bytes, linked by a live ticket), oldest first; sizes come from the index.
     let rows: Vec<(i64, i64, bool)> = {
-        let mut stmt = tx.prepare(
+        let mut stmt = tx.prepare_cached(
             "SELECT o.id, o.bytes, EXISTS ( \
                SELECT 1 FROM ticket_observations t JOIN tickets k ON k.id = t.ticket_id \
                WHERE t.observation_id = o.id AND k.status != 'resolved') \
@@ -192,7 +201,7 @@ fn delete_oldest(
             bytes = bytes.saturating_sub((*size).max(0) as u64);
         }
     }
-    let mut stmt = tx.prepare("DELETE FROM observations WHERE id = ?1")?;
+    let mut stmt = tx.prepare_cached("DELETE FROM observations WHERE id = ?1")?;
     for id in &doomed {
         stmt.execute([id])?;
     }

@@ -293,7 +293,8 @@ impl TickWriter<'_, '_> {
     fn insert_observation(&self, observation: &Observation) -> Result<i64, StoreError> {
         let json =
             serde_json::to_string(observation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.tx.execute(
+        row::exec(
+            self.tx,
             "INSERT INTO observations (subject, tick, taken_at, data, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 self.rec.subject,
@@ -364,7 +365,8 @@ impl TickWriter<'_, '_> {
         let live = match self.live_count {
             Some(n) => n,
             None => {
-                let n: i64 = self.tx.query_row(
+                let n: i64 = row::query_one(
+                    self.tx,
                     "SELECT COUNT(*) FROM tickets WHERE subject = ?1 AND status != 'resolved'",
                     [self.rec.subject],
                     |r| r.get(0),
@@ -378,7 +380,8 @@ impl TickWriter<'_, '_> {
 
     fn update_live(&mut self, live: &Live, f: &Finding<'_>) -> Result<(), StoreError> {
         let rec = self.rec;
-        self.tx.execute(
+        row::exec(
+            self.tx,
             "UPDATE tickets SET last_seen = ?2, last_tick = ?3, count = count + 1, clear_streak = 0, \
              summary = ?4, evidence = ?5, severity = ?6, component = ?7 WHERE id = ?1",
             params![
@@ -411,7 +414,8 @@ impl TickWriter<'_, '_> {
     /// up to it, so that diagnosis sees the before as well.
     fn open(&mut self, f: &Finding<'_>, obs_id: Option<i64>) -> Result<i64, StoreError> {
         let rec = self.rec;
-        self.tx.execute(
+        row::exec(
+            self.tx,
             "INSERT INTO tickets (subject, dedup_key, kind, invariant, severity, component, summary, \
              evidence, opening_evidence, opening_observation_id, status, count, first_seen, last_seen, \
              opened_tick, last_tick, clear_streak) \
@@ -433,7 +437,8 @@ impl TickWriter<'_, '_> {
         let id = self.tx.last_insert_rowid();
         row::insert_event(self.tx, id, rec.at_ms, EventKind::Opened, &f.summary)?;
         if let Some(obs_id) = obs_id {
-            self.tx.execute(
+            row::exec(
+                self.tx,
                 "INSERT OR IGNORE INTO ticket_observations (ticket_id, observation_id) \
                  SELECT ?1, id FROM observations WHERE subject = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4",
                 params![id, rec.subject, obs_id, self.policy.history as i64],
@@ -454,18 +459,21 @@ impl TickWriter<'_, '_> {
         obs_id: i64,
         opening_observation: Option<i64>,
     ) -> Result<(), StoreError> {
-        self.tx.execute(
+        row::exec(
+            self.tx,
             "INSERT OR IGNORE INTO ticket_observations (ticket_id, observation_id) VALUES (?1, ?2)",
             params![id, obs_id],
         )?;
-        let linked: i64 = self.tx.query_row(
+        let linked: i64 = row::query_one(
+            self.tx,
             "SELECT COUNT(*) FROM ticket_observations WHERE ticket_id = ?1",
             [id],
             |r| r.get(0),
         )?;
         let excess = linked - self.policy.max_linked as i64;
         if excess > 0 {
-            self.tx.execute(
+            row::exec(
+                self.tx,
                 "DELETE FROM ticket_observations WHERE ticket_id = ?1 AND observation_id IN ( \
                    SELECT observation_id FROM ticket_observations \
                    WHERE ticket_id = ?1 AND observation_id > ?2 AND observation_id != ?3 \
@@ -480,7 +488,7 @@ impl TickWriter<'_, '_> {
     fn count_clean_ticks(&mut self, seen: &HashSet<String>) -> Result<(), StoreError> {
         let rec = self.rec;
         let live: Vec<(i64, String, i64)> = {
-            let mut stmt = self.tx.prepare(
+            let mut stmt = self.tx.prepare_cached(
                 "SELECT id, dedup_key, clear_streak FROM tickets WHERE subject = ?1 AND status != 'resolved'",
             )?;
             stmt.query_map([rec.subject], |r| {
@@ -496,7 +504,8 @@ impl TickWriter<'_, '_> {
             if streak >= i64::from(self.policy.resolve_after) {
                 self.auto_resolve(id, streak)?;
             } else {
-                self.tx.execute(
+                row::exec(
+                    self.tx,
                     "UPDATE tickets SET clear_streak = ?2 WHERE id = ?1",
                     params![id, streak],
                 )?;
@@ -507,7 +516,8 @@ impl TickWriter<'_, '_> {
 
     fn auto_resolve(&mut self, id: i64, streak: i64) -> Result<(), StoreError> {
         let at = self.rec.at_ms;
-        self.tx.execute(
+        row::exec(
+            self.tx,
             "UPDATE tickets SET status = 'resolved', clear_streak = ?2, resolved_at = ?3, resolution = ?4 \
              WHERE id = ?1",
             params![id, streak, at, Resolution::Auto.as_str()],
@@ -531,7 +541,8 @@ impl TickWriter<'_, '_> {
     /// goes back to `open`; an open one whose evidence came back to it is diagnosed again.
     fn apply_fingerprint(&mut self, fp: &str) -> Result<(), StoreError> {
         let (subject, at) = (self.rec.subject, self.rec.at_ms);
-        let changed = self.tx.execute(
+        let changed = row::exec(
+            self.tx,
             "UPDATE tickets SET fingerprint = ?2 \
              WHERE subject = ?1 AND status != 'resolved' AND fingerprint IS NOT ?2",
             params![subject, fp],
@@ -540,7 +551,7 @@ impl TickWriter<'_, '_> {
             return Ok(());
         }
         let moved: Vec<i64> = {
-            let mut stmt = self.tx.prepare(
+            let mut stmt = self.tx.prepare_cached(
                 "SELECT id FROM tickets WHERE subject = ?1 AND status != 'resolved' \
                  AND status = 'diagnosed' AND diagnosed_fingerprint IS NOT fingerprint",
             )?;
@@ -548,7 +559,8 @@ impl TickWriter<'_, '_> {
                 .collect::<Result<_, _>>()?
         };
         for id in moved {
-            self.tx.execute(
+            row::exec(
+                self.tx,
                 "UPDATE tickets SET status = 'open' WHERE id = ?1 AND status = 'diagnosed'",
                 [id],
             )?;
@@ -562,7 +574,7 @@ impl TickWriter<'_, '_> {
             self.outcome.rediagnose.push(id);
         }
         let back: Vec<i64> = {
-            let mut stmt = self.tx.prepare(
+            let mut stmt = self.tx.prepare_cached(
                 "SELECT id FROM tickets WHERE subject = ?1 AND status != 'resolved' \
                  AND status = 'open' AND diagnosed_at IS NOT NULL AND diagnosed_fingerprint IS fingerprint",
             )?;
@@ -570,7 +582,8 @@ impl TickWriter<'_, '_> {
                 .collect::<Result<_, _>>()?
         };
         for id in back {
-            self.tx.execute(
+            row::exec(
+                self.tx,
                 "UPDATE tickets SET status = 'diagnosed' WHERE id = ?1 AND status = 'open'",
                 [id],
             )?;
@@ -592,7 +605,8 @@ fn write_heartbeat(
     ok: bool,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    row::exec(
+        tx,
         "INSERT INTO heartbeat (subject, tick, last_tick_at, duration_ms, ok, error, pid) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
          ON CONFLICT(subject) DO UPDATE SET tick = excluded.tick, last_tick_at = excluded.last_tick_at, \

@@ -205,6 +205,8 @@ pub struct TicketDetail {
     pub ticket: Ticket,
     pub events: Vec<TicketEvent>,
     pub observations: Vec<StoredObservation>,
+    /// Every diagnosis attempt, oldest first (the latest success is `ticket.diagnosis`).
+    pub diagnoses: Vec<DiagnosisRow>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -269,6 +269,11 @@ fn on_demand_diagnoses_keep_the_earlier_records() {
             ("claude".to_string(), json!(2))
         ]
     );
+    assert_eq!(
+        s.detail(id).unwrap().diagnoses.len(),
+        2,
+        "`tickets show` has them"
+    );
     assert!(matches!(s.diagnoses(999), Err(StoreError::NotFound(999))));
     assert!(
         s.claim_for_diagnosis(100, LEASE, "w").unwrap().is_none(),
