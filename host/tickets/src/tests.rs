@@ -591,3 +591,46 @@ fn incidents_are_kept_on_their_tickets() {
     s.clear_incident(b, 8).unwrap();
     assert_eq!(s.get(b).unwrap().incident, None);
 }
+
+#[test]
+fn violations_per_tick_are_capped_most_severe_first_without_resolving_the_rest() {
+    let (_d, mut s) = store();
+    let p = Policy {
+        max_violations_per_tick: 3,
+        resolve_after: 1,
+        ..Policy::default()
+    };
+    let mut vs: Vec<Violation> = (0..5)
+        .map(|i| v(&format!("info-{i}"), Severity::Info))
+        .collect();
+    vs.push(v("crit", Severity::Critical));
+    let out = tick(&mut s, 1, &vs, p);
+    assert_eq!(out.over_violation_cap, 3);
+    let opened: Vec<&str> = out.opened.iter().map(|t| t.dedup_key.as_str()).collect();
+    assert_eq!(opened, ["crit", "info-0", "info-1"]);
+    // Two more critical ones push info-0 and info-1 past the cap: counted, and their
+    // tickets are not resolved for it (resolve_after is 1).
+    vs.push(v("crit-2", Severity::Critical));
+    vs.push(v("crit-3", Severity::Critical));
+    let out = tick(&mut s, 2, &vs, p);
+    assert_eq!((out.over_violation_cap, out.resolved.len()), (5, 0));
+    assert_eq!(s.live("s").unwrap().len(), 5);
+}
+
+#[test]
+fn events_per_ticket_are_capped_keeping_the_first() {
+    let (_d, mut s) = store();
+    let p = Policy::default();
+    for n in 1..=500 {
+        let severity = if n % 2 == 0 {
+            Severity::Critical
+        } else {
+            Severity::Info
+        };
+        tick(&mut s, n, &[v("k", severity)], p);
+    }
+    let events = s.detail(1).unwrap().events;
+    assert_eq!(events.len() as i64, row::MAX_EVENTS_PER_TICKET);
+    assert_eq!(events[0].kind, EventKind::Opened);
+    assert_eq!(events.last().unwrap().at, 500_000, "the newest stay");
+}

@@ -71,6 +71,9 @@ pub struct Policy {
     pub max_resolved_tickets: usize,
     /// The full retention sweep runs on ticks whose number is a multiple of this (0: never).
     pub prune_every: u32,
+    /// Most distinct violations (after merging by dedup key) written per tick; the most
+    /// severe go first, the rest are counted in `TickOutcome::over_violation_cap`.
+    pub max_violations_per_tick: usize,
 }
 
 impl Default for Policy {
@@ -85,6 +88,7 @@ impl Default for Policy {
             resolved_keep: Duration::from_secs(24 * 3600),
             max_resolved_tickets: 10_000,
             prune_every: 32,
+            max_violations_per_tick: 5000,
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct TickOutcome {
     /// Distinct violations that would have opened a ticket beyond `max_live_tickets`.
     /// They are not stored: the host reports them as a plugin problem.
     pub over_live_cap: usize,
+    /// Distinct violations beyond `max_violations_per_tick`, not written this tick (their
+    /// live tickets are not counted clean either). The host reports them too.
+    pub over_violation_cap: usize,
     /// Strings from the plugin cut to their maximum length (see `limits`).
     pub truncated: usize,
     /// Diagnosed tickets sent back to `open` because the evidence changed.
@@ -263,7 +270,16 @@ impl TickWriter<'_, '_> {
     ) -> Result<(), StoreError> {
         let obs_id = self.insert_observation(observation)?;
         let mut seen = HashSet::new();
-        for v in merge(violations) {
+        let mut merged = merge(violations);
+        // Past the per-tick cap, the most severe are written. The rest still count as seen,
+        // so that their tickets do not count a clean tick they did not have.
+        merged.sort_by_key(|v| std::cmp::Reverse(v.severity));
+        let cap = self.policy.max_violations_per_tick.min(merged.len());
+        for v in merged.drain(cap..) {
+            seen.insert(limits::truncate_key(&v.dedup_key, MAX_DEDUP_KEY).into_owned());
+            self.outcome.over_violation_cap += 1;
+        }
+        for v in merged {
             let finding = Finding::from_violation(v, &mut self.outcome.truncated);
             seen.insert(finding.dedup_key.to_string());
             self.upsert(&finding, Some(obs_id))?;
