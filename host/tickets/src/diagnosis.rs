@@ -19,7 +19,7 @@
 
 use crate::limits::{self, MAX_ERROR};
 use crate::row;
-use crate::types::{Claim, DiagnosisOutcome, DiagnosisRow, EventKind, Ticket};
+use crate::types::{Claim, DiagnosisOutcome, DiagnosisRow, EventKind, Status, Ticket};
 use crate::{StoreError, TicketStore};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::time::Duration;
@@ -93,7 +93,8 @@ impl TicketStore {
             "UPDATE tickets SET diagnosis = ?2, diagnosed_fingerprint = ?3, diagnosed_at = ?4, \
              diagnosis_attempts = 0, last_error = NULL, next_attempt_at = 0, \
              lease_owner = NULL, lease_until = NULL, \
-             status = CASE status WHEN 'diagnosing' THEN 'diagnosed' ELSE status END \
+             status = CASE WHEN status != 'diagnosing' THEN status \
+                           WHEN fingerprint IS ?3 THEN 'diagnosed' ELSE 'open' END \
              WHERE id = ?1",
             params![id, record, fingerprint, at_ms],
         )?;
@@ -104,12 +105,28 @@ impl TicketStore {
             EventKind::Diagnosed,
             &format!("by {backend}"),
         )?;
+        // The evidence moved while it was being diagnosed (a tick ran meanwhile): the
+        // ticket went back to `open` above, to be diagnosed again for what it is now.
+        let status: String =
+            row::query_one(&tx, "SELECT status FROM tickets WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?;
+        if status == Status::Open.as_str() {
+            row::insert_event(
+                &tx,
+                id,
+                at_ms,
+                EventKind::EvidenceChanged,
+                "evidence changed during the diagnosis: diagnose again",
+            )?;
+        }
         tx.commit()?;
         Ok(true)
     }
 
     /// Records a failed attempt under `owner`'s lease and puts the ticket back to `open`,
-    /// not to be claimed before `retry_at_ms`. Returns false when the lease is no longer the
+    /// not to be claimed before `retry_at_ms` (or to `diagnosed`, if an earlier diagnosis
+    /// already covers its current evidence). Returns false when the lease is no longer the
     /// caller's.
     pub fn fail_diagnosis(
         &mut self,
@@ -147,7 +164,9 @@ impl TicketStore {
             &tx,
             "UPDATE tickets SET diagnosis_attempts = diagnosis_attempts + 1, last_error = ?2, \
              next_attempt_at = ?3, lease_owner = NULL, lease_until = NULL, \
-             status = CASE status WHEN 'diagnosing' THEN 'open' ELSE status END \
+             status = CASE WHEN status != 'diagnosing' THEN status \
+                           WHEN diagnosed_at IS NOT NULL AND diagnosed_fingerprint IS fingerprint \
+                           THEN 'diagnosed' ELSE 'open' END \
              WHERE id = ?1",
             params![id, error, retry_at_ms],
         )?;

@@ -326,3 +326,39 @@ fn concurrent_workers_claim_each_ticket_exactly_once() {
         assert_eq!(s.diagnoses(id).unwrap().len(), 1);
     }
 }
+
+#[test]
+fn evidence_that_moves_during_a_diagnosis_is_diagnosed_again() {
+    let (_d, mut s, id) = one_open_ticket("fp-a");
+    let c = s.claim_for_diagnosis(1000, LEASE, "w").unwrap().unwrap();
+    // A tick while the worker thinks: the ticket is held, its fingerprint moves on.
+    let out = tick_with(
+        &mut s,
+        2,
+        &obs(2),
+        &[v("k", Severity::Warning)],
+        Policy::default(),
+        Some("fp-b"),
+    );
+    assert!(out.rediagnose.is_empty(), "held, not diagnosed yet");
+    assert!(
+        s.complete_diagnosis(
+            id,
+            "w",
+            c.fingerprint.as_deref(),
+            &json!({}),
+            "offline",
+            1100
+        )
+        .unwrap()
+    );
+    let t = s.get(id).unwrap();
+    assert_eq!(
+        t.status,
+        Status::Open,
+        "the diagnosis is for fp-a, the evidence is fp-b"
+    );
+    assert_eq!(t.diagnosis, Some(json!({})), "but it is kept");
+    let again = s.claim_for_diagnosis(1200, LEASE, "w").unwrap().unwrap();
+    assert_eq!(again.fingerprint.as_deref(), Some("fp-b"));
+}
