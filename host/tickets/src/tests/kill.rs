@@ -187,7 +187,10 @@ impl Model {
                         *e = (*e).max(v.severity);
                         m
                     });
-                for (key, severity) in &merged {
+                // Written most severe first, then by key.
+                let mut order: Vec<(&String, &Severity)> = merged.iter().collect();
+                order.sort_by_key(|(_, severity)| std::cmp::Reverse(**severity));
+                for (key, severity) in order {
                     self.upsert(key, TicketKind::Invariant, *severity, n, at);
                 }
                 let mut live: Vec<usize> = self.live.values().copied().collect();
