@@ -1,21 +1,37 @@
 //! The monitor loop: on a fixed cadence, instantiate the plugin, observe, check the
 //! invariants against recent history, and write the tick to the ticket store.
 //!
-//! The loop runs on a blocking thread (wasm calls and SQLite are synchronous). A stop
-//! request is honoured between ticks, so the current tick always finishes and commits.
+//! Plugin work is async and bounded by the plugin's deadline, so the cadence holds
+//! whatever the plugin does. A stop request (SIGTERM, Ctrl-C) lets the current tick finish
+//! and commit if it can within [`MonitorConfig::grace`]; past that the plugin call is cut
+//! off and nothing half-done is written. Ticket writes are one transaction each and are
+//! never interrupted.
 
 use crate::model::{Observation, ObserveError, Violation};
 use crate::runtime::{Plugin, PluginError};
 use crate::tickets::{Policy, StoreError, TickOutcome, TickRecord, TickResult, TicketStore};
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy)]
 pub struct MonitorConfig {
     pub interval: Duration,
     pub once: bool,
     pub policy: Policy,
+    /// How long a stop request waits for the current tick to finish.
+    pub grace: Duration,
+}
+
+impl MonitorConfig {
+    pub fn new(interval: Duration, policy: Policy) -> MonitorConfig {
+        MonitorConfig {
+            interval,
+            once: false,
+            policy,
+            grace: Duration::from_millis(900),
+        }
+    }
 }
 
 /// What the plugin produced in one tick.
@@ -38,25 +54,63 @@ pub struct TickReport {
     pub outcome: TickOutcome,
 }
 
-/// Runs the plugin's part of one tick: fresh instance, observe, check-invariants.
-pub fn run_plugin_tick(plugin: &Plugin, history: &VecDeque<Observation>) -> TickStatus {
-    let mut session = match plugin.session() {
+/// Runs the plugin's part of one tick: fresh instance, observe, check-invariants. What the
+/// plugin returned beyond the output caps shows up as a problem of the observation.
+pub async fn run_plugin_tick(plugin: &Plugin, history: &VecDeque<Observation>) -> TickStatus {
+    let mut session = match plugin.session().await {
         Ok(s) => s,
         Err(e) => return TickStatus::PluginFailed(e),
     };
-    let observation = match session.observe() {
+    let observation = match session.observe().await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => return TickStatus::ObserveFailed(e),
         Err(e) => return TickStatus::PluginFailed(e),
     };
-    let mut window: Vec<Observation> = history.iter().cloned().collect();
+    let mut window: Vec<Observation> = Vec::with_capacity(history.len() + 1);
+    window.extend(history.iter().cloned());
     window.push(observation);
-    match session.check_invariants(&window) {
-        Ok(violations) => TickStatus::Observed {
-            observation: window.pop().expect("pushed above"),
-            violations,
-        },
+    match session.check_invariants(&window).await {
+        Ok(checked) => {
+            let mut observation = window.pop().expect("pushed above");
+            observation.problems.extend(checked.capped);
+            TickStatus::Observed {
+                observation,
+                violations: checked.violations,
+            }
+        }
         Err(e) => TickStatus::PluginFailed(e),
+    }
+}
+
+/// The subject's material evidence at this tick, condensed: which invariants are broken
+/// and what state each component is in. A diagnosis is redone when this changes (a new
+/// invariant joins, a component changes state), not on every tick's new numbers.
+pub fn fingerprint(status: &TickStatus) -> Option<String> {
+    let TickStatus::Observed {
+        observation,
+        violations,
+    } = status
+    else {
+        return None;
+    };
+    let invariants: std::collections::BTreeSet<&str> =
+        violations.iter().map(|v| v.invariant.as_str()).collect();
+    let states: std::collections::BTreeSet<String> = observation
+        .components
+        .iter()
+        .map(|c| format!("{}={}", c.id, c.state.as_str()))
+        .collect();
+    Some(format!(
+        "invariants:{};components:{}",
+        invariants.into_iter().collect::<Vec<_>>().join(","),
+        states.into_iter().collect::<Vec<_>>().join(",")
+    ))
+}
+
+/// Resolves when a stop is requested; never, if nobody can request one any more.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -77,12 +131,39 @@ impl Monitor {
         }
     }
 
-    /// One full tick: plugin work, then one transaction in the store.
-    pub fn tick(&mut self) -> Result<TickReport, StoreError> {
+    pub fn plugin(&self) -> &Plugin {
+        &self.plugin
+    }
+
+    pub fn store(&mut self) -> &mut TicketStore {
+        &mut self.store
+    }
+
+    /// Runs the plugin's part of a tick, giving up `grace` after `stop` fires.
+    async fn plugin_part(&self, stop: &mut watch::Receiver<bool>) -> Option<TickStatus> {
+        let work = run_plugin_tick(&self.plugin, &self.history);
+        tokio::pin!(work);
+        tokio::select! {
+            status = &mut work => Some(status),
+            _ = stopped(stop) => {
+                tokio::time::timeout(self.config.grace, &mut work).await.ok()
+            }
+        }
+    }
+
+    /// One full tick: plugin work, then one transaction in the store. `None` when a stop
+    /// request cut the plugin work short (nothing is written then).
+    pub async fn tick(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<TickReport>, StoreError> {
         let subject = self.plugin.name().to_string();
         let tick = self.store.next_tick(&subject)?;
         let started = Instant::now();
-        let status = run_plugin_tick(&self.plugin, &self.history);
+        let Some(status) = self.plugin_part(stop).await else {
+            tracing::warn!(tick, "tick cut short by shutdown; nothing recorded for it");
+            return Ok(None);
+        };
         let duration = started.elapsed();
         let at_ms = crate::now_ms();
         let failure_message = match &status {
@@ -103,6 +184,7 @@ impl Monitor {
                 message: &failure_message,
             },
         };
+        let fingerprint = fingerprint(&status);
         let outcome = self.store.record_tick(
             &TickRecord {
                 subject: &subject,
@@ -110,6 +192,7 @@ impl Monitor {
                 at_ms,
                 duration,
                 result,
+                fingerprint: fingerprint.as_deref(),
             },
             self.config.policy,
         )?;
@@ -120,13 +203,14 @@ impl Monitor {
                 self.history.pop_front();
             }
         }
+        let ms = duration.as_secs_f64() * 1000.0;
         match &status {
             TickStatus::Observed {
                 violations,
                 observation,
             } => tracing::info!(
                 tick,
-                duration_ms = duration.as_secs_f64() * 1000.0,
+                duration_ms = ms,
                 violations = violations.len(),
                 problems = observation.problems.len(),
                 opened = outcome.opened.len(),
@@ -134,44 +218,52 @@ impl Monitor {
                 "tick"
             ),
             TickStatus::ObserveFailed(e) => {
-                tracing::warn!(tick, duration_ms = duration.as_secs_f64() * 1000.0, error = %e, "tick: observe failed")
+                tracing::warn!(tick, duration_ms = ms, error = %e, "tick: observe failed")
             }
             TickStatus::PluginFailed(e) => {
-                tracing::error!(tick, duration_ms = duration.as_secs_f64() * 1000.0, error = %e, "tick: plugin failed")
+                tracing::error!(tick, duration_ms = ms, error = %e, "tick: plugin failed")
             }
         }
-        Ok(TickReport {
+        Ok(Some(TickReport {
             tick,
             duration,
             status,
             outcome,
-        })
+        }))
     }
 
-    /// Ticks on the configured cadence until `stop` receives (or is closed), or once.
-    /// A tick that overruns the interval delays the next one rather than bunching them.
-    pub fn run(
+    /// Ticks on the configured cadence until `stop` turns true (or its sender is gone),
+    /// or once. A tick that overruns the interval delays the next one rather than
+    /// bunching them.
+    pub async fn run(
         &mut self,
-        stop: &Receiver<()>,
+        mut stop: watch::Receiver<bool>,
         mut report: impl FnMut(&TickReport),
     ) -> Result<u64, StoreError> {
         let mut ticks = 0;
-        let mut next = Instant::now();
+        let mut next = tokio::time::Instant::now();
         loop {
-            let r = self.tick()?;
-            ticks += 1;
-            report(&r);
+            if *stop.borrow() {
+                return Ok(ticks);
+            }
+            match self.tick(&mut stop).await? {
+                Some(r) => {
+                    ticks += 1;
+                    report(&r);
+                }
+                None => return Ok(ticks),
+            }
             if self.config.once {
                 return Ok(ticks);
             }
             next += self.config.interval;
-            let now = Instant::now();
+            let now = tokio::time::Instant::now();
             if next < now {
                 next = now;
             }
-            match stop.recv_timeout(next - now) {
-                Err(RecvTimeoutError::Timeout) => {}
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ok(ticks),
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = stopped(&mut stop) => return Ok(ticks),
             }
         }
     }

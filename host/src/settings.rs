@@ -8,7 +8,8 @@ use std::time::Duration;
 /// The config file. Every key is optional; flags win over it.
 ///
 /// ```toml
-/// subject = "ratelimiter"        # or plugin = "path/to/plugin.wasm"
+/// subject = "my-subject"         # or plugin = "path/to/plugin.wasm"
+/// name = "prod-east"             # the name tickets are filed under
 /// interval = "5s"
 /// db = "operator.db"
 /// allow = ["http://127.0.0.1:9090"]
@@ -19,18 +20,20 @@ use std::time::Duration;
 ///
 /// [settings]                      # handed to the plugin, like --set
 /// nodes = ["http://127.0.0.1:7001", "http://127.0.0.1:7002"]
-/// redis = "redis://127.0.0.1:6379"
 /// ```
+///
+/// `allow_actions` is refused here: only the `--allow-actions` flag, typed by a person for
+/// one command, may let the operator change the subject.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub subject: Option<String>,
     pub plugin: Option<PathBuf>,
+    pub name: Option<String>,
     pub interval: Option<String>,
     pub db: Option<PathBuf>,
     #[serde(default)]
     pub allow: Vec<String>,
-    pub allow_actions: Option<bool>,
     pub timeout: Option<String>,
     pub memory: Option<String>,
     pub resolve_after: Option<u32>,
@@ -62,6 +65,16 @@ impl FileConfig {
             path: path.display().to_string(),
             source,
         })?;
+        let parsed: toml::Table = toml::from_str(&text).map_err(|e| SettingsError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if parsed.contains_key("allow_actions") {
+            return Err(SettingsError::Parse {
+                path: path.display().to_string(),
+                message: "`allow_actions` cannot be set in a config file; pass --allow-actions to the one command that should change the subject".into(),
+            });
+        }
         toml::from_str(&text).map_err(|e| SettingsError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),

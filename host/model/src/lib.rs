@@ -220,17 +220,73 @@ pub struct FailureMode {
     pub suggested_params: Vec<(String, String)>,
 }
 
+/// How the host treats a plugin setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SettingKind {
+    /// A URL whose origin the plugin may reach.
+    Origin,
+    /// Comma-separated URLs, each origin reachable.
+    OriginList,
+    /// Anything else; never a network grant.
+    Value,
+}
+
+impl SettingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingKind::Origin => "origin",
+            SettingKind::OriginList => "origin-list",
+            SettingKind::Value => "value",
+        }
+    }
+
+    pub fn grants_origins(self) -> bool {
+        !matches!(self, SettingKind::Value)
+    }
+}
+
+/// A setting the plugin declares (contract 0.2 and later).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingInfo {
+    pub name: String,
+    pub description: String,
+    pub kind: SettingKind,
+    pub required: bool,
+    pub default_value: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubjectMetadata {
     pub name: String,
     pub version: String,
     pub description: String,
+    /// Declared settings. Empty for plugins built against contract 0.1, which declared none.
+    #[serde(default)]
+    pub settings: Vec<SettingInfo>,
     pub invariants: Vec<InvariantInfo>,
     pub actions: Vec<ActionInfo>,
     pub failure_modes: Vec<FailureMode>,
 }
 
 impl SubjectMetadata {
+    /// Metadata with only a name, for host-side placeholders and tests.
+    pub fn named(name: &str) -> SubjectMetadata {
+        SubjectMetadata {
+            name: name.to_string(),
+            version: String::new(),
+            description: String::new(),
+            settings: vec![],
+            invariants: vec![],
+            actions: vec![],
+            failure_modes: vec![],
+        }
+    }
+
+    pub fn setting(&self, name: &str) -> Option<&SettingInfo> {
+        self.settings.iter().find(|s| s.name == name)
+    }
+
     /// Finds an action by id or name.
     pub fn action(&self, id_or_name: &str) -> Option<&ActionInfo> {
         self.actions

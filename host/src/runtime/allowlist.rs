@@ -25,8 +25,9 @@ fn default_port(scheme: &str) -> Option<u16> {
     match scheme {
         "http" => Some(80),
         "https" => Some(443),
+        // The same default the redis capability connects to. `rediss://` (TLS) has none:
+        // the capability refuses it, so the allowlist must not pretend to grant it.
         "redis" => Some(6379),
-        "rediss" => Some(6380),
         _ => None,
     }
 }
@@ -222,6 +223,10 @@ mod tests {
             "default redis port"
         );
         assert!(a.check(&url("redis://10.0.0.5:6380/0")).is_err());
+        assert!(
+            a.allow("rediss://10.0.0.5").is_err(),
+            "no TLS Redis, so no default port to assume"
+        );
         assert!(a.allow("127.0.0.1:80").is_err());
         assert!(a.allow("http://*:80").is_err());
         assert!(a.allow("http://h:99999").is_err());

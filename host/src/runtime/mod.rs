@@ -1,46 +1,64 @@
-//! The plugin runtime: a wasmtime engine with the component model, a linker with the host
-//! imports, and per-call sandbox limits (epoch deadline, memory cap, read-only phase).
+//! The plugin runtime: one wasmtime engine per process with the component model, a linker
+//! holding every supported contract version's host imports, and per-call sandbox limits.
 //!
-//! Each plugin is compiled once into an `InstancePre`; every tick instantiates a fresh
-//! store, so a trap or a leak in one tick cannot carry over into the next.
+//! A plugin is assembled in one place, [`PluginBuilder`]: the CLI, the tests and the
+//! benches all load plugins through it. Each call into a plugin runs on a fresh store
+//! (see [`Plugin::session`]), so a trap or a leak in one tick cannot carry into the next.
+//!
+//! The guarantees, and how they are kept:
+//! - **Every call ends within its deadline**, whatever the guest or a remote does. Calls are
+//!   async (`call_async`, the async WASI linker) under a `tokio::time::timeout`, so a guest
+//!   that sleeps or blocks on an import is cut off; epoch interruption cuts off one that
+//!   spins. Every import bounds its own I/O by what is left of the call's budget.
+//! - **Memory is capped per instance**: the sum of every memory and table, plus low counts
+//!   of instances, memories and tables ([`state::MemoryCap`]).
+//! - **Every import has size, count and rate caps**, set in one place ([`Limits`]).
+//! - **Results are not trusted**: observations, violations and metadata are cut to the
+//!   output caps, and what was cut is reported as a problem, never silently dropped.
+//! - **Writes need the user's permission**: an action the plugin declares as mutating runs
+//!   only with an [`ActionPermission`], which only the user's `--allow-actions` creates.
+//! - **Network grants are declared**: a plugin reaches the origins of settings it declares
+//!   as origins, plus the user's `--allow`; nothing else.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), operator::runtime::PluginError> {
+//! use operator::runtime::{PluginBuilder, PluginSource};
+//! let plugin = PluginBuilder::new(PluginSource::file("my-subject.wasm"))
+//!     .setting("url", "http://127.0.0.1:8080")
+//!     .build()
+//!     .await?;
+//! let observation = plugin.session().await?.observe().await?;
+//! # let _ = observation; Ok(()) }
+//! ```
 
 pub mod allowlist;
 pub mod bindings;
+mod caps;
 pub mod imports;
+pub mod limits;
 pub mod state;
 pub mod version;
 
+pub use bindings::{ActionFailure, ContractVersion};
+pub use limits::Limits;
+
 use crate::model;
 use allowlist::Allowlist;
-use bindings::{SubjectPre, wit};
-use state::{HostState, IoRuntime, Phase, PluginContext};
+use bindings::{Instance, Pre};
+use state::{
+    CallCounters, HostState, HttpCapability, LogsCapability, Phase, PluginContext,
+    RedisCapability,
+};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
-/// How often the epoch advances; the deadline's resolution.
+/// How often the epoch advances; the resolution of the deadline for a spinning guest.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
-
-/// Per-call sandbox limits.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Wall-clock budget of one call into the plugin (guest code and host imports).
-    pub deadline: Duration,
-    /// Linear memory cap per instance, in bytes.
-    pub memory_bytes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            deadline: Duration::from_secs(10),
-            memory_bytes: 128 * 1024 * 1024,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -49,10 +67,12 @@ pub enum PluginError {
         path: String,
         source: std::io::Error,
     },
+    #[error("no bundled subject `{name}` (bundled: {known})")]
+    UnknownBundled { name: String, known: String },
     #[error("{what} is not a valid wasm component: {reason}")]
     InvalidComponent { what: String, reason: String },
     #[error(
-        "{what} was built against operator:subject@{plugin}, but this host speaks operator:subject@{host}; rebuild it with a matching operator-sdk"
+        "{what} was built against operator:subject@{plugin}, but this host speaks operator:subject@{{{host}}}; rebuild it with a matching operator-sdk"
     )]
     IncompatibleVersion {
         what: String,
@@ -65,9 +85,9 @@ pub enum PluginError {
     Link { what: String, reason: String },
     #[error("plugin setup failed: {0}")]
     Setup(String),
-    #[error("`{call}` overran its deadline of {limit:?} and was interrupted")]
+    #[error("`{call}` overran its deadline of {limit:?} and was cut off")]
     Deadline { call: String, limit: Duration },
-    #[error("`{call}` exceeded the memory cap of {limit} MiB (asked for {wanted} MiB)")]
+    #[error("`{call}` exceeded the memory cap of {limit} MiB (the instance asked for {wanted} MiB)")]
     Memory {
         call: String,
         limit: usize,
@@ -75,6 +95,20 @@ pub enum PluginError {
     },
     #[error("`{call}` trapped: {message}")]
     Trap { call: String, message: String },
+    #[error("this plugin instance failed earlier and cannot be called again; start a new session")]
+    Spent,
+    #[error("`{action}` is not an action of {subject} (actions: {known})")]
+    UnknownAction {
+        action: String,
+        subject: String,
+        known: String,
+    },
+    #[error("{action}: {reason}")]
+    BadParams { action: String, reason: String },
+    #[error(
+        "{action} changes the subject; the operator is observe-only unless you pass --allow-actions"
+    )]
+    NotPermitted { action: String },
 }
 
 impl PluginError {
@@ -83,9 +117,25 @@ impl PluginError {
         match self {
             PluginError::Deadline { .. } => "deadline",
             PluginError::Memory { .. } => "memory",
-            PluginError::Trap { .. } => "trap",
+            PluginError::Trap { .. } | PluginError::Spent => "trap",
             _ => "load",
         }
+    }
+}
+
+/// The user's permission to run actions that change the subject.
+///
+/// Only the user's `--allow-actions` flag creates one ([`ActionPermission::from_user_flag`],
+/// called by the CLI's argument handling); the runtime demands it for every action the
+/// plugin's metadata declares as mutating, whoever the caller is (the CLI, the diagnosis,
+/// a demo). Nothing else can put a plugin in the phase that lets writes through.
+#[derive(Debug)]
+pub struct ActionPermission(());
+
+impl ActionPermission {
+    /// The permission, if the user passed `--allow-actions`.
+    pub fn from_user_flag(allow_actions: bool) -> Option<ActionPermission> {
+        allow_actions.then_some(ActionPermission(()))
     }
 }
 
@@ -114,7 +164,6 @@ fn start_epoch_ticker(engine: &Engine) -> Arc<AtomicBool> {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    limits: Limits,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -125,38 +174,44 @@ impl Drop for Runtime {
 }
 
 impl Runtime {
-    pub fn new(limits: Limits) -> Result<Arc<Runtime>, PluginError> {
+    /// The process's runtime, made on first use: one engine (and one compilation cache)
+    /// for every plugin this process loads.
+    pub fn shared() -> Result<Arc<Runtime>, PluginError> {
+        static SHARED: OnceLock<Arc<Runtime>> = OnceLock::new();
+        if let Some(r) = SHARED.get() {
+            return Ok(r.clone());
+        }
+        let runtime = Arc::new(Runtime::new()?);
+        Ok(SHARED.get_or_init(|| runtime).clone())
+    }
+
+    fn new() -> Result<Runtime, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| PluginError::Setup(e.to_string()))?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| PluginError::Setup(format!("linking WASI: {e}")))?;
-        bindings::Subject::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        bindings::add_to_linker(&mut linker)
             .map_err(|e| PluginError::Setup(format!("linking host imports: {e}")))?;
         let ticker_stop = start_epoch_ticker(&engine);
-        Ok(Arc::new(Runtime {
+        Ok(Runtime {
             engine,
             linker,
-            limits,
             ticker_stop,
-        }))
+        })
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    /// Compiles a component and checks it is a subject plugin of a compatible WIT version.
-    /// `what` names it in errors (a path, or `bundled subject X`).
+    /// Compiles a component and checks it is a subject plugin of a supported contract
+    /// version. `what` names it in errors (a path, or `bundled subject X`).
     pub fn compile(&self, what: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
         let component =
             Component::new(&self.engine, bytes).map_err(|e| PluginError::InvalidComponent {
                 what: what.to_string(),
                 reason: format!("{e:#}"),
             })?;
-        let wit_version = version::check(&self.engine, &component, what)?;
+        let (wit_version, contract) = version::check(&self.engine, &component, what)?;
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
@@ -164,40 +219,288 @@ impl Runtime {
                     what: what.to_string(),
                     reason: format!("{e:#}"),
                 })?;
-        let pre = SubjectPre::new(instance_pre).map_err(|e| PluginError::NotASubject {
+        let pre = Pre::new(contract, instance_pre).map_err(|e| PluginError::NotASubject {
             what: what.to_string(),
             reason: format!("{e:#}"),
         })?;
         Ok(CompiledPlugin {
             what: what.to_string(),
             wit_version,
+            contract,
+            digest: digest(bytes),
             pre,
         })
     }
+}
 
-    /// Reads and compiles a component file.
-    pub fn compile_file(&self, path: &std::path::Path) -> Result<CompiledPlugin, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        self.compile(&path.display().to_string(), &bytes)
+/// FNV-1a over the component's bytes: a stable short identity for a plugin file.
+fn digest(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h
 }
 
 /// A compiled, version-checked plugin, ready to be given capabilities.
 pub struct CompiledPlugin {
     pub what: String,
+    /// The contract version the plugin was built against, as it says.
     pub wit_version: String,
-    pre: SubjectPre<HostState>,
+    /// The host version serving it.
+    pub contract: ContractVersion,
+    digest: u64,
+    pre: Pre,
 }
 
-/// What the user grants a plugin.
-#[derive(Debug, Clone, Default)]
-pub struct Grants {
-    pub settings: BTreeMap<String, String>,
-    /// Explicit `--allow` origins, on top of those found in the settings.
-    pub allow: Vec<String>,
+/// Where a plugin comes from.
+#[derive(Debug, Clone)]
+pub enum PluginSource {
+    /// A subject compiled into this binary.
+    Bundled(String),
+    /// A component file.
+    File(PathBuf),
+    /// Component bytes already in memory (`what` names them in errors).
+    Bytes { what: String, bytes: Vec<u8> },
+}
+
+impl PluginSource {
+    pub fn bundled(name: &str) -> PluginSource {
+        PluginSource::Bundled(name.to_string())
+    }
+
+    pub fn file(path: impl Into<PathBuf>) -> PluginSource {
+        PluginSource::File(path.into())
+    }
+
+    /// A bundled name if there is one, else a file path.
+    pub fn any(spec: &str) -> PluginSource {
+        if crate::bundled::find(spec).is_some() {
+            PluginSource::bundled(spec)
+        } else {
+            PluginSource::file(spec)
+        }
+    }
+
+    fn load(&self) -> Result<(String, Vec<u8>), PluginError> {
+        match self {
+            PluginSource::Bundled(name) => {
+                let b = crate::bundled::find(name).ok_or_else(|| PluginError::UnknownBundled {
+                    name: name.clone(),
+                    known: crate::bundled::names().join(", "),
+                })?;
+                Ok((format!("bundled subject {name}"), b.wasm.to_vec()))
+            }
+            PluginSource::File(path) => {
+                let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Ok((path.display().to_string(), bytes))
+            }
+            PluginSource::Bytes { what, bytes } => Ok((what.clone(), bytes.clone())),
+        }
+    }
+
+    /// The name tickets are filed under when the user gives none: a bundled subject's own
+    /// name, or a file's stem with a digest of its content, so that two different plugins
+    /// never share (and auto-resolve) each other's tickets, whatever they call themselves.
+    fn default_name(&self, digest: u64) -> String {
+        match self {
+            PluginSource::Bundled(name) => name.clone(),
+            PluginSource::File(path) => {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "plugin".into());
+                format!("{stem}@{:08x}", digest as u32)
+            }
+            PluginSource::Bytes { what, .. } => format!("{what}@{:08x}", digest as u32),
+        }
+    }
+}
+
+/// Assembles a plugin: loads and compiles it on the shared runtime, asks it for its
+/// metadata (with no network), grants what it declared and the user allowed, and caps it.
+pub struct PluginBuilder {
+    source: PluginSource,
+    name: Option<String>,
+    settings: BTreeMap<String, String>,
+    allow: Vec<String>,
+    limits: Limits,
+}
+
+impl PluginBuilder {
+    pub fn new(source: PluginSource) -> PluginBuilder {
+        PluginBuilder {
+            source,
+            name: None,
+            settings: BTreeMap::new(),
+            allow: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// The name tickets are filed under (default: see [`PluginSource`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.settings.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn settings(mut self, settings: BTreeMap<String, String>) -> Self {
+        self.settings.extend(settings);
+        self
+    }
+
+    /// One more origin, `scheme://host:port` (wildcards allowed, see [`allowlist`]).
+    pub fn allow(mut self, origin: impl Into<String>) -> Self {
+        self.allow.push(origin.into());
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub async fn build(self) -> Result<Plugin, PluginError> {
+        let runtime = Runtime::shared()?;
+        let (what, bytes) = self.source.load()?;
+        let compiled = runtime.compile(&what, &bytes)?;
+        self.build_compiled(runtime, compiled).await
+    }
+
+    /// Like [`PluginBuilder::build`], for a component compiled already (benches compile
+    /// once and build many plugins from it).
+    pub async fn build_compiled(
+        self,
+        runtime: Arc<Runtime>,
+        compiled: CompiledPlugin,
+    ) -> Result<Plugin, PluginError> {
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| self.source.default_name(compiled.digest));
+        let log_sources = imports::logs::sources_from_settings(&self.settings)
+            .map_err(PluginError::Setup)?;
+        let mut explicit = Allowlist::default();
+        for entry in &self.allow {
+            explicit
+                .allow(entry)
+                .map_err(|e| PluginError::Setup(e.to_string()))?;
+        }
+        // Metadata first, with no network at all: it must not need any, and it says which
+        // settings are origins.
+        let probe = context(
+            &name,
+            self.settings.clone(),
+            Allowlist::default(),
+            BTreeMap::new(),
+            &self.limits,
+        )?;
+        let mut plugin = Plugin {
+            runtime,
+            compiled,
+            ctx: Arc::new(probe),
+            metadata: model::SubjectMetadata::named(&name),
+            limits: self.limits,
+        };
+        let mut metadata = plugin.session().await?.metadata().await?;
+        if metadata.name.trim().is_empty() {
+            return Err(PluginError::NotASubject {
+                what: plugin.compiled.what.clone(),
+                reason: "its metadata has an empty name".into(),
+            });
+        }
+        for note in caps::metadata(&mut metadata, &self.limits.output) {
+            tracing::warn!(plugin = %name, "{note}");
+        }
+        let allowlist = grants(
+            plugin.compiled.contract,
+            &metadata,
+            &self.settings,
+            explicit,
+            &name,
+        );
+        plugin.ctx = Arc::new(context(
+            &name,
+            self.settings,
+            allowlist,
+            log_sources,
+            &self.limits,
+        )?);
+        plugin.metadata = metadata;
+        Ok(plugin)
+    }
+}
+
+/// The network grants: the origins of settings the plugin declares as origins (for 0.1
+/// plugins, which declare nothing, of every URL-valued setting), plus the user's `--allow`.
+fn grants(
+    contract: ContractVersion,
+    metadata: &model::SubjectMetadata,
+    settings: &BTreeMap<String, String>,
+    mut allowlist: Allowlist,
+    name: &str,
+) -> Allowlist {
+    for (key, value) in settings {
+        if key.starts_with(imports::logs::SETTING_PREFIX) {
+            continue;
+        }
+        if !contract.declares_settings() {
+            allowlist.allow_urls_in(value);
+            continue;
+        }
+        match metadata.setting(key) {
+            Some(s) if s.kind.grants_origins() => {
+                allowlist.allow_urls_in(value);
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                plugin = %name,
+                setting = %key,
+                "the plugin does not declare this setting; it is passed on but grants nothing"
+            ),
+        }
+    }
+    allowlist
+}
+
+fn context(
+    name: &str,
+    settings: BTreeMap<String, String>,
+    allowlist: Allowlist,
+    log_sources: BTreeMap<String, imports::logs::LogSource>,
+    limits: &Limits,
+) -> Result<PluginContext, PluginError> {
+    let client = imports::http::client(allowlist.clone(), &limits.http)
+        .map_err(|e| PluginError::Setup(format!("HTTP client: {e}")))?;
+    Ok(PluginContext {
+        name: name.to_string(),
+        settings,
+        http: HttpCapability {
+            allowlist: allowlist.clone(),
+            client,
+            limits: limits.http,
+        },
+        redis: RedisCapability {
+            allowlist,
+            pool: imports::redis::RedisPool::new(limits.redis.max_connections),
+            limits: limits.redis,
+        },
+        logs: LogsCapability {
+            sources: log_sources,
+            docker: OnceLock::new(),
+            limits: limits.logs,
+        },
+        log: limits.log,
+    })
 }
 
 /// A plugin with its capabilities: the thing the monitor drives.
@@ -206,71 +509,16 @@ pub struct Plugin {
     compiled: CompiledPlugin,
     ctx: Arc<PluginContext>,
     metadata: model::SubjectMetadata,
+    limits: Limits,
 }
 
 impl Plugin {
-    /// Grants the capabilities and asks the plugin for its metadata, which also proves it
-    /// instantiates. The subject name it reports is the one tickets are filed under.
-    pub fn new(
-        runtime: Arc<Runtime>,
-        compiled: CompiledPlugin,
-        grants: Grants,
-    ) -> Result<Plugin, PluginError> {
-        let mut allowlist = Allowlist::default();
-        for value in grants.settings.values() {
-            allowlist.allow_urls_in(value);
-        }
-        for entry in &grants.allow {
-            allowlist
-                .allow(entry)
-                .map_err(|e| PluginError::Setup(e.to_string()))?;
-        }
-        let log_sources =
-            imports::logs::sources_from_settings(&grants.settings).map_err(PluginError::Setup)?;
-        let http = imports::http::client(allowlist.clone())
-            .map_err(|e| PluginError::Setup(format!("HTTP client: {e}")))?;
-        let io = IoRuntime::new().map_err(|e| PluginError::Setup(format!("I/O runtime: {e}")))?;
-        let ctx = Arc::new(PluginContext {
-            name: compiled.what.clone(),
-            settings: grants.settings,
-            allowlist,
-            log_sources,
-            io,
-            http,
-            redis: Mutex::new(Default::default()),
-            docker: OnceLock::new(),
-        });
-        let mut plugin = Plugin {
-            runtime,
-            compiled,
-            ctx,
-            metadata: model::SubjectMetadata {
-                name: String::new(),
-                version: String::new(),
-                description: String::new(),
-                invariants: vec![],
-                actions: vec![],
-                failure_modes: vec![],
-            },
-        };
-        plugin.metadata = plugin.session()?.metadata()?;
-        if plugin.metadata.name.trim().is_empty() {
-            return Err(PluginError::NotASubject {
-                what: plugin.compiled.what.clone(),
-                reason: "its metadata has an empty name".into(),
-            });
-        }
-        // The session is gone, so the context has one owner again.
-        if let Some(ctx) = Arc::get_mut(&mut plugin.ctx) {
-            ctx.name = plugin.metadata.name.clone();
-        }
-        Ok(plugin)
-    }
-
     pub fn metadata(&self) -> &model::SubjectMetadata {
         &self.metadata
     }
 
+    /// The name tickets are filed under: the user's choice, not what the plugin calls
+    /// itself.
     pub fn name(&self) -> &str {
         &self.ctx.name
     }
@@ -279,41 +527,131 @@ impl Plugin {
         &self.compiled.wit_version
     }
 
-    /// The origins this plugin may reach.
-    pub fn allowed_origins(&self) -> Vec<String> {
-        self.ctx.allowlist.describe()
+    pub fn contract(&self) -> ContractVersion {
+        self.compiled.contract
     }
 
-    /// A fresh instance for one tick (or one command).
-    pub fn session(&self) -> Result<Session, PluginError> {
-        let limits = self.runtime.limits;
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The origins this plugin may reach.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        self.ctx.http.allowlist.describe()
+    }
+
+    /// Idle Redis connections the plugin holds now (bounded by the pool cap).
+    pub fn redis_idle_connections(&self) -> usize {
+        self.ctx.redis.pool.idle_count()
+    }
+
+    /// A fresh instance for one tick (or one command). Instantiation runs guest start
+    /// code, so it gets the deadline too.
+    pub async fn session(&self) -> Result<Session, PluginError> {
+        let limits = self.limits;
         let mut store = Store::new(
             &self.runtime.engine,
-            HostState::new(self.ctx.clone(), limits.memory_bytes),
+            HostState::new(self.ctx.clone(), &limits),
         );
         store.limiter(|s| &mut s.memory);
         store.epoch_deadline_trap();
-        // Instantiation runs guest start code, so it gets a deadline too.
         store.data_mut().deadline = Instant::now() + limits.deadline;
         store.set_epoch_deadline(ticks(limits.deadline));
-        let bindings = self
-            .compiled
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| classify("instantiate", e, store.data(), limits))?;
+        let instance =
+            match tokio::time::timeout(limits.deadline, self.compiled.pre.instantiate(&mut store))
+                .await
+            {
+                Ok(Ok(i)) => i,
+                Ok(Err(e)) => return Err(classify("instantiate", e, store.data(), &limits)),
+                Err(_) => {
+                    return Err(PluginError::Deadline {
+                        call: "instantiate".into(),
+                        limit: limits.deadline,
+                    });
+                }
+            };
         Ok(Session {
             store,
-            bindings,
+            instance,
             limits,
+            spent: false,
         })
     }
+
+    /// Runs a declared action on a fresh instance. The action is looked up in the
+    /// plugin's own metadata: if it is declared as mutating, it runs only with the user's
+    /// permission, whatever the caller believes.
+    pub async fn execute(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+        permission: Option<&ActionPermission>,
+    ) -> Result<(model::ActionInfo, Result<String, ActionFailure>), PluginError> {
+        let info = self
+            .metadata
+            .action(action)
+            .cloned()
+            .ok_or_else(|| PluginError::UnknownAction {
+                action: action.to_string(),
+                subject: self.name().to_string(),
+                known: self
+                    .metadata
+                    .actions
+                    .iter()
+                    .map(|a| format!("{} ({})", a.id, a.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        check_params(&info, params)?;
+        let phase = match (info.mutates, permission) {
+            (false, _) => Phase::ReadOnly,
+            (true, Some(_)) => Phase::Mutating,
+            (true, None) => {
+                return Err(PluginError::NotPermitted {
+                    action: format!("{} ({})", info.id, info.name),
+                });
+            }
+        };
+        let out = self
+            .session()
+            .await?
+            .execute_in(&info.id, params, phase)
+            .await?;
+        Ok((info, out))
+    }
+}
+
+/// Parameters must be declared ones, and every required one present.
+fn check_params(info: &model::ActionInfo, params: &[(String, String)]) -> Result<(), PluginError> {
+    let bad = |reason: String| PluginError::BadParams {
+        action: format!("{} ({})", info.id, info.name),
+        reason,
+    };
+    for (k, _) in params {
+        if !info.params.iter().any(|p| &p.name == k) {
+            let known: Vec<&str> = info.params.iter().map(|p| p.name.as_str()).collect();
+            return Err(bad(format!(
+                "unknown parameter `{k}` (parameters: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    for p in info.params.iter().filter(|p| p.required) {
+        if !params.iter().any(|(k, _)| *k == p.name) {
+            return Err(bad(format!(
+                "missing parameter `{}` ({}); pass --param {}=...",
+                p.name, p.description, p.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn ticks(d: Duration) -> u64 {
     (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
 }
 
-fn classify(call: &str, err: wasmtime::Error, state: &HostState, limits: Limits) -> PluginError {
+fn classify(call: &str, err: wasmtime::Error, state: &HostState, limits: &Limits) -> PluginError {
     const MIB: usize = 1024 * 1024;
     if let Some(wanted) = state.memory.refused {
         return PluginError::Memory {
@@ -342,98 +680,260 @@ fn classify(call: &str, err: wasmtime::Error, state: &HostState, limits: Limits)
             .collect::<Vec<_>>()
             .into_iter()
             .rev()
+            .map(imports::log::escape)
             .collect::<Vec<_>>()
             .join(" | ");
         message = format!("{message}; guest stderr: {tail}");
     }
+    limits::truncate(&mut message, limits.output.max_long_string);
     PluginError::Trap {
         call: call.to_string(),
         message,
     }
 }
 
+/// What `check-invariants` returned, after the output caps.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub violations: Vec<model::Violation>,
+    /// Set when violations were over the cap: what was dropped, as a problem to report.
+    pub capped: Option<model::Problem>,
+}
+
 /// One instantiated plugin. After any error the instance is spent: start a new session.
 pub struct Session {
     store: Store<HostState>,
-    bindings: bindings::Subject,
+    instance: Instance,
     limits: Limits,
+    spent: bool,
 }
 
 impl Session {
-    fn begin(&mut self, phase: Phase) {
+    fn begin(&mut self, phase: Phase) -> Result<(), PluginError> {
+        if self.spent {
+            return Err(PluginError::Spent);
+        }
         let data = self.store.data_mut();
         data.phase = phase;
         data.deadline = Instant::now() + self.limits.deadline;
+        data.calls = CallCounters::default();
         self.store.set_epoch_deadline(ticks(self.limits.deadline));
+        Ok(())
     }
 
-    fn fail(&self, call: &str, err: wasmtime::Error) -> PluginError {
-        classify(call, err, self.store.data(), self.limits)
+    /// Maps the outcome of a timed call; any failure spends the instance.
+    fn finish<T>(
+        &mut self,
+        call: &str,
+        outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, PluginError> {
+        let dropped = self.store.data().calls.log_lines_dropped;
+        if dropped > 0 {
+            tracing::warn!(
+                target: "plugin",
+                plugin = %self.store.data().ctx.name,
+                dropped,
+                "plugin log lines over the per-call cap of {} were dropped",
+                self.limits.log.max_lines_per_call
+            );
+        }
+        match outcome {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.spent = true;
+                Err(classify(call, e, self.store.data(), &self.limits))
+            }
+            Err(_) => {
+                self.spent = true;
+                Err(PluginError::Deadline {
+                    call: call.to_string(),
+                    limit: self.limits.deadline,
+                })
+            }
+        }
     }
 
-    pub fn metadata(&mut self) -> Result<model::SubjectMetadata, PluginError> {
-        self.begin(Phase::ReadOnly);
-        let plugin = self.bindings.operator_subject_plugin();
-        let result = plugin.call_metadata(&mut self.store);
-        result.map(Into::into).map_err(|e| self.fail("metadata", e))
+    pub async fn metadata(&mut self) -> Result<model::SubjectMetadata, PluginError> {
+        self.begin(Phase::ReadOnly)?;
+        let out = tokio::time::timeout(
+            self.limits.deadline,
+            self.instance.metadata(&mut self.store),
+        )
+        .await;
+        self.finish("metadata", out)
     }
 
     /// Outer error: the plugin failed. Inner error: the plugin reports the subject could
-    /// not be observed.
-    pub fn observe(
+    /// not be observed. An observation over the output caps is cut, and says so in its
+    /// problems.
+    pub async fn observe(
         &mut self,
     ) -> Result<Result<model::Observation, model::ObserveError>, PluginError> {
-        self.begin(Phase::ReadOnly);
-        let plugin = self.bindings.operator_subject_plugin();
-        let result = plugin.call_observe(&mut self.store);
-        result
-            .map(|r| r.map(Into::into).map_err(Into::into))
-            .map_err(|e| self.fail("observe", e))
+        self.begin(Phase::ReadOnly)?;
+        let out =
+            tokio::time::timeout(self.limits.deadline, self.instance.observe(&mut self.store))
+                .await;
+        let out = self.finish("observe", out)?;
+        Ok(out
+            .map(|mut o| {
+                caps::observation(&mut o, &self.limits.output);
+                o
+            })
+            .map_err(|mut e| {
+                caps::observe_error(&mut e, &self.limits.output);
+                e
+            }))
     }
 
-    pub fn check_invariants(
+    pub async fn check_invariants(
         &mut self,
         history: &[model::Observation],
-    ) -> Result<Vec<model::Violation>, PluginError> {
-        self.begin(Phase::ReadOnly);
-        let history: Vec<wit::Observation> = history.iter().map(Into::into).collect();
-        let plugin = self.bindings.operator_subject_plugin();
-        let result = plugin.call_check_invariants(&mut self.store, &history);
-        result
-            .map(|v| v.into_iter().map(Into::into).collect())
-            .map_err(|e| self.fail("check-invariants", e))
+    ) -> Result<Checked, PluginError> {
+        self.begin(Phase::ReadOnly)?;
+        let out = tokio::time::timeout(
+            self.limits.deadline,
+            self.instance.check_invariants(&mut self.store, history),
+        )
+        .await;
+        let mut violations = self.finish("check-invariants", out)?;
+        let capped = caps::violations(&mut violations, &self.limits.output);
+        Ok(Checked { violations, capped })
     }
 
-    /// Runs an action. `mutating` must come from the user's explicit permission; it is what
-    /// lets the plugin send writes through the host's imports.
-    pub fn execute(
+    async fn execute_in(
         &mut self,
         action: &str,
         params: &[(String, String)],
-        mutating: bool,
-    ) -> Result<Result<String, String>, PluginError> {
-        self.begin(if mutating {
-            Phase::Mutating
-        } else {
-            Phase::ReadOnly
-        });
-        let params: Vec<wit::Kv> = params
-            .iter()
-            .map(|(k, v)| wit::Kv {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect();
-        let plugin = self.bindings.operator_subject_plugin();
-        let result = plugin.call_execute(&mut self.store, action, &params);
-        result
-            .map(|r| {
-                r.map_err(|e| match e {
-                    wit::ActionError::UnknownAction(m) => format!("unknown action: {m}"),
-                    wit::ActionError::BadParams(m) => format!("bad parameters: {m}"),
-                    wit::ActionError::Failed(m) => format!("action failed: {m}"),
-                })
-            })
-            .map_err(|e| self.fail("execute", e))
+        phase: Phase,
+    ) -> Result<Result<String, ActionFailure>, PluginError> {
+        self.begin(phase)?;
+        let out = tokio::time::timeout(
+            self.limits.deadline,
+            self.instance.execute(&mut self.store, action, params),
+        )
+        .await;
+        let mut out = self.finish("execute", out)?;
+        match &mut out {
+            Ok(m)
+            | Err(
+                ActionFailure::UnknownAction(m)
+                | ActionFailure::BadParams(m)
+                | ActionFailure::Failed(m),
+            ) => {
+                limits::truncate(m, self.limits.output.max_long_string);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(mutates: bool) -> model::ActionInfo {
+        model::ActionInfo {
+            id: "A-1".into(),
+            name: "poke".into(),
+            description: String::new(),
+            params: vec![
+                model::ParamInfo {
+                    name: "node".into(),
+                    description: "which".into(),
+                    required: true,
+                },
+                model::ParamInfo {
+                    name: "why".into(),
+                    description: "note".into(),
+                    required: false,
+                },
+            ],
+            mutates,
+            risk: model::Risk::Low,
+        }
+    }
+
+    #[test]
+    fn params_must_be_declared_and_required_ones_present() {
+        let a = action(true);
+        let p = |kv: &[(&str, &str)]| -> Vec<(String, String)> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(check_params(&a, &p(&[("node", "n1")])).is_ok());
+        assert!(check_params(&a, &p(&[("node", "n1"), ("why", "x")])).is_ok());
+        assert!(check_params(&a, &p(&[])).is_err());
+        assert!(check_params(&a, &p(&[("node", "n1"), ("all", "true")])).is_err());
+    }
+
+    #[test]
+    fn the_permission_exists_only_when_the_user_flag_is_set() {
+        assert!(ActionPermission::from_user_flag(false).is_none());
+        assert!(ActionPermission::from_user_flag(true).is_some());
+    }
+
+    #[test]
+    fn declared_origins_grant_and_values_do_not() {
+        let mut meta = model::SubjectMetadata::named("x");
+        meta.settings = vec![
+            model::SettingInfo {
+                name: "url".into(),
+                description: String::new(),
+                kind: model::SettingKind::Origin,
+                required: true,
+                default_value: None,
+            },
+            model::SettingInfo {
+                name: "note".into(),
+                description: String::new(),
+                kind: model::SettingKind::Value,
+                required: false,
+                default_value: None,
+            },
+        ];
+        let settings: BTreeMap<String, String> = [
+            ("url", "http://127.0.0.1:7001"),
+            ("note", "http://127.0.0.1:7002"),
+            ("undeclared", "http://127.0.0.1:7003"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let check = |a: &Allowlist, port: u16| {
+            a.check(&url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap())
+                .is_ok()
+        };
+        let a = grants(
+            ContractVersion::V0_2,
+            &meta,
+            &settings,
+            Allowlist::default(),
+            "x",
+        );
+        assert!(check(&a, 7001));
+        assert!(!check(&a, 7002), "a value setting is never a grant");
+        assert!(!check(&a, 7003), "an undeclared setting is never a grant");
+        // A 0.1 plugin declares nothing: every URL-valued setting grants, as it always did.
+        let legacy = grants(
+            ContractVersion::V0_1,
+            &model::SubjectMetadata::named("x"),
+            &settings,
+            Allowlist::default(),
+            "x",
+        );
+        assert!(check(&legacy, 7001) && check(&legacy, 7002) && check(&legacy, 7003));
+    }
+
+    #[test]
+    fn file_plugins_are_named_by_content_not_by_what_they_say() {
+        let a = PluginSource::file("/x/web.wasm").default_name(digest(b"one"));
+        let b = PluginSource::file("/y/web.wasm").default_name(digest(b"two"));
+        assert!(a.starts_with("web@") && b.starts_with("web@"));
+        assert_ne!(a, b);
+        assert_eq!(
+            PluginSource::bundled("web").default_name(0),
+            "web"
+        );
     }
 }

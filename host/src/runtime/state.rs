@@ -1,10 +1,13 @@
-//! What a plugin's store holds: its capabilities (shared across calls) and the per-call
-//! sandbox state (phase, deadline, memory accounting, captured stderr).
+//! What a plugin's store holds: its capabilities (granted once, shared across calls, each
+//! with its own context and limits) and the per-call sandbox state (phase, deadline, call
+//! counters, memory accounting, captured stderr).
 
 use super::allowlist::Allowlist;
 use super::imports::logs::LogSource;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, OnceLock};
+use super::imports::redis::RedisPool;
+use super::limits::{HttpLimits, Limits, LogsLimits, PluginLogLimits, RedisLimits};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -16,58 +19,60 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub enum Phase {
     /// metadata, observe, check-invariants, and non-mutating actions: reads only.
     ReadOnly,
-    /// A mutating action the user allowed.
+    /// A mutating action the user allowed (see [`super::ActionPermission`]).
     Mutating,
 }
 
-/// A small I/O runtime owned by the plugin, so host imports can block on async clients
-/// from the synchronous wasm call without depending on the caller's runtime flavour.
-pub struct IoRuntime(Option<tokio::runtime::Runtime>);
-
-impl IoRuntime {
-    pub fn new() -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("plugin-io")
-            .enable_all()
-            .build()?;
-        Ok(IoRuntime(Some(rt)))
-    }
-
-    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
-        self.0
-            .as_ref()
-            .expect("runtime present until drop")
-            .block_on(f)
-    }
+/// The `http` capability: the allowlist, a client whose redirects are checked against it,
+/// and its caps.
+pub struct HttpCapability {
+    pub allowlist: Allowlist,
+    pub client: reqwest::Client,
+    pub limits: HttpLimits,
 }
 
-impl Drop for IoRuntime {
-    fn drop(&mut self) {
-        // A blocking shutdown would panic when the last owner is dropped on an async task.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
+/// The `redis` capability: the same allowlist, a bounded pool keyed by origin.
+pub struct RedisCapability {
+    pub allowlist: Allowlist,
+    pub pool: RedisPool,
+    pub limits: RedisLimits,
+}
+
+/// The `logs` capability: only the sources the user named.
+pub struct LogsCapability {
+    pub sources: BTreeMap<String, LogSource>,
+    pub docker: OnceLock<Result<bollard::Docker, String>>,
+    pub limits: LogsLimits,
 }
 
 /// The capabilities a user granted one plugin. Shared by every call it makes.
 pub struct PluginContext {
+    /// The name the user gave the subject; plugin log lines carry it.
     pub name: String,
+    /// `config`: the settings, as given.
     pub settings: BTreeMap<String, String>,
-    pub allowlist: Allowlist,
-    pub log_sources: BTreeMap<String, LogSource>,
-    pub io: IoRuntime,
-    pub http: reqwest::Client,
-    pub redis: Mutex<HashMap<String, redis::Connection>>,
-    pub docker: OnceLock<Result<bollard::Docker, String>>,
+    pub http: HttpCapability,
+    pub redis: RedisCapability,
+    pub logs: LogsCapability,
+    pub log: PluginLogLimits,
+}
+
+/// How much of each import the current call has used; reset at the start of every call.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CallCounters {
+    pub http_requests: usize,
+    pub redis_commands: usize,
+    pub log_tails: usize,
+    pub log_lines: usize,
+    pub log_lines_dropped: usize,
 }
 
 /// The data of one plugin store (one instantiation).
 pub struct HostState {
-    pub ctx: std::sync::Arc<PluginContext>,
+    pub ctx: Arc<PluginContext>,
     pub phase: Phase,
     pub deadline: Instant,
+    pub calls: CallCounters,
     pub memory: MemoryCap,
     pub stderr: MemoryOutputPipe,
     wasi: WasiCtx,
@@ -75,7 +80,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(ctx: std::sync::Arc<PluginContext>, memory_limit: usize) -> Self {
+    pub fn new(ctx: Arc<PluginContext>, limits: &Limits) -> Self {
         let stderr = MemoryOutputPipe::new(64 * 1024);
         // No preopened directories, no environment, no arguments, no sockets: the plugin
         // reaches the world only through this host's imports.
@@ -90,7 +95,8 @@ impl HostState {
             ctx,
             phase: Phase::ReadOnly,
             deadline: Instant::now(),
-            memory: MemoryCap::new(memory_limit),
+            calls: CallCounters::default(),
+            memory: MemoryCap::new(limits),
             stderr,
             wasi,
             table: ResourceTable::new(),
@@ -121,48 +127,105 @@ impl WasiView for HostState {
     }
 }
 
-/// Caps linear memory and tables; remembers a refusal so the resulting trap can be
-/// reported as "memory limit exceeded" rather than a bare `unreachable`.
+/// Caps the whole instance: the sum of every linear memory and table it creates (a
+/// component can carry many core modules, each with its own memory), and how many
+/// instances, memories and tables it may create. Remembers a refusal so the resulting
+/// trap is reported as "memory limit exceeded" rather than a bare `unreachable`.
 pub struct MemoryCap {
     pub limit: usize,
+    /// Bytes in use across all memories and tables.
+    pub used: usize,
     pub refused: Option<usize>,
+    instances: usize,
+    memories: usize,
+    tables: usize,
 }
+
+/// Bytes a table element costs the host (a pointer-sized slot).
+const TABLE_ELEMENT_BYTES: usize = 8;
 
 impl MemoryCap {
-    fn new(limit: usize) -> Self {
+    pub fn new(limits: &Limits) -> Self {
         MemoryCap {
-            limit,
+            limit: limits.memory_bytes,
+            used: 0,
             refused: None,
+            instances: limits.max_instances,
+            memories: limits.max_memories,
+            tables: limits.max_tables,
         }
     }
-}
 
-const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+    fn grow(&mut self, current: usize, desired: usize) -> wasmtime::Result<bool> {
+        let total = self.used - current.min(self.used) + desired;
+        if total > self.limit {
+            self.refused = Some(total);
+            // Trap right here instead of letting the guest's allocator abort later.
+            return Err(wasmtime::format_err!(
+                "memory limit exceeded: the instance would use {total} bytes, cap is {} bytes",
+                self.limit
+            ));
+        }
+        self.used = total;
+        Ok(true)
+    }
+}
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.refused = Some(desired);
-            // Trap right here instead of letting the guest's allocator abort later.
-            return Err(wasmtime::format_err!(
-                "memory limit exceeded: wanted {desired} bytes, cap is {} bytes",
-                self.limit
-            ));
-        }
-        Ok(true)
+        self.grow(current, desired)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn instances(&self) -> usize {
+        self.instances
+    }
+
+    fn memories(&self) -> usize {
+        self.memories
+    }
+
+    fn tables(&self) -> usize {
+        self.tables
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_is_the_sum_of_every_memory() {
+        let limits = Limits {
+            memory_bytes: 100,
+            ..Limits::default()
+        };
+        let mut cap = MemoryCap::new(&limits);
+        // Three memories of 40 each: the third would make 120 > 100.
+        assert!(cap.memory_growing(0, 40, None).unwrap());
+        assert!(cap.memory_growing(0, 40, None).unwrap());
+        assert!(cap.memory_growing(0, 40, None).is_err());
+        assert_eq!(cap.refused, Some(120));
+        // Growing an existing memory counts only the difference.
+        let mut cap = MemoryCap::new(&limits);
+        assert!(cap.memory_growing(0, 50, None).unwrap());
+        assert!(cap.memory_growing(50, 90, None).unwrap());
+        assert_eq!(cap.used, 90);
     }
 }

@@ -1,31 +1,33 @@
-//! WIT version checking at load time. The version is read from the component's own export
-//! name (`operator:subject/plugin@X.Y.Z`), so it cannot disagree with what it implements.
+//! Contract version checking at load time. The version is read from the component's own
+//! export name (`operator:subject/plugin@X.Y.Z`), so it cannot disagree with what the
+//! component implements.
 
 use super::PluginError;
+use super::bindings::ContractVersion;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The WIT package version this host implements.
-pub const HOST_WIT_VERSION: &str = "0.1.0";
 const EXPORT_PREFIX: &str = "operator:subject/plugin";
 
-/// Whether a plugin built against `plugin` can run on a host speaking `host`: same major,
-/// and for 0.x the same minor, as semver's caret rule says.
-pub fn compatible(plugin: &str, host: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64)> {
-        let mut it = v.split(['.', '-', '+']);
-        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-    };
-    match (parse(plugin), parse(host)) {
-        (Some((pmaj, pmin)), Some((hmaj, hmin))) => {
-            pmaj == hmaj && (pmaj > 0 || pmin == hmin) && pmin <= hmin
-        }
-        _ => false,
-    }
+/// The newest contract version this host implements.
+pub const HOST_WIT_VERSION: &str = "0.2.0";
+
+/// Every version this host loads, for messages.
+pub fn supported() -> String {
+    ContractVersion::ALL
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Returns the plugin's WIT version, or an error naming both versions.
-pub fn check(engine: &Engine, component: &Component, what: &str) -> Result<String, PluginError> {
+/// The plugin's own version string and the host version that serves it, or an error
+/// naming both.
+pub fn check(
+    engine: &Engine,
+    component: &Component,
+    what: &str,
+) -> Result<(String, ContractVersion), PluginError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
         .exports(engine)
@@ -41,33 +43,23 @@ pub fn check(engine: &Engine, component: &Component, what: &str) -> Result<Strin
         .split_once('@')
         .map(|(_, v)| v.to_string())
         .unwrap_or_else(|| "unversioned".to_string());
-    if !compatible(&version, HOST_WIT_VERSION) {
-        return Err(PluginError::IncompatibleVersion {
+    match ContractVersion::for_plugin(&version) {
+        Some(serving) => Ok((version, serving)),
+        None => Err(PluginError::IncompatibleVersion {
             what: what.to_string(),
             plugin: version,
-            host: HOST_WIT_VERSION.to_string(),
-        });
+            host: supported(),
+        }),
     }
-    Ok(version)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::compatible;
-
     #[test]
-    fn caret_rules() {
-        assert!(compatible("0.1.0", "0.1.0"));
-        assert!(compatible("0.1.0", "0.1.4"));
-        assert!(compatible("0.1.5", "0.1.4"), "patch levels add no API");
-        assert!(!compatible("0.2.0", "0.1.0"));
-        assert!(!compatible("0.0.9", "0.1.0"));
-        assert!(!compatible("1.0.0", "0.1.0"));
-        assert!(compatible("1.2.0", "1.3.0"));
-        assert!(
-            !compatible("1.4.0", "1.3.0"),
-            "newer minor needs imports we lack"
+    fn host_version_is_the_latest_binding() {
+        assert_eq!(
+            super::HOST_WIT_VERSION,
+            super::ContractVersion::LATEST.as_str()
         );
-        assert!(!compatible("unversioned", "0.1.0"));
     }
 }

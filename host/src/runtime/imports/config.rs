@@ -1,15 +1,15 @@
 //! `operator:subject/config`: the settings the user gave the plugin.
 
-use crate::runtime::bindings::operator::subject::config::Host;
-use crate::runtime::bindings::wit::Kv;
+use crate::runtime::bindings::latest::operator::subject::config::Host;
+use crate::runtime::bindings::latest::wit::Kv;
 use crate::runtime::state::HostState;
 
 impl Host for HostState {
-    fn get(&mut self, key: String) -> Option<String> {
+    async fn get(&mut self, key: String) -> Option<String> {
         self.ctx.settings.get(&key).cloned()
     }
 
-    fn all(&mut self) -> Vec<Kv> {
+    async fn all(&mut self) -> Vec<Kv> {
         self.ctx
             .settings
             .iter()

@@ -1,17 +1,29 @@
-//! `operator:subject/http`: outbound HTTP through reqwest, behind the allowlist and the
-//! read-only phase.
+//! `operator:subject/http`: outbound HTTP through reqwest, behind the allowlist, the
+//! read-only phase and the call's remaining budget.
+//!
+//! In the read phases (metadata, observe, check-invariants, read-only actions) only GET and
+//! HEAD pass, without a body. In every phase the host refuses headers that would make the
+//! request mean something other than what the allowlist checked: `Host`, method-override
+//! headers, hop-by-hop and framing headers. OPTIONS is refused too: no subject needs it to
+//! read, and some servers act on it.
 
-use super::{DEFAULT_REQUEST_TIMEOUT, MAX_BODY_BYTES};
-use crate::runtime::bindings::operator::subject::http::{Host, HttpError, Request, Response};
-use crate::runtime::bindings::wit::Kv;
+use crate::runtime::bindings::latest::operator::subject::http::{
+    Host, HttpError, Request, Response,
+};
+use crate::runtime::bindings::latest::wit::Kv;
+use crate::runtime::limits::HttpLimits;
 use crate::runtime::state::{HostState, Phase};
 use std::time::Duration;
 use url::Url;
 
 /// Builds the client a plugin uses. Redirects are followed only to allowlisted origins.
-pub fn client(allowlist: super::super::allowlist::Allowlist) -> reqwest::Result<reqwest::Client> {
+pub fn client(
+    allowlist: crate::runtime::allowlist::Allowlist,
+    limits: &HttpLimits,
+) -> reqwest::Result<reqwest::Client> {
+    let max_redirects = limits.max_redirects;
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= 5 {
+        if attempt.previous().len() >= max_redirects {
             return attempt.error("too many redirects");
         }
         match allowlist.check(attempt.url()) {
@@ -26,6 +38,7 @@ pub fn client(allowlist: super::super::allowlist::Allowlist) -> reqwest::Result<
         .redirect(policy)
         .no_proxy()
         .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(4)
         .build()
 }
 
@@ -51,10 +64,69 @@ fn denied_redirect(e: &reqwest::Error) -> Option<String> {
     None
 }
 
-const READ_METHODS: &[&str] = &["GET", "HEAD", "OPTIONS"];
+/// Methods allowed while the call may only read.
+const READ_METHODS: &[&str] = &["GET", "HEAD"];
+
+/// Headers a plugin may never set: they would change where the request goes, what method
+/// the server runs, or how the body is framed, behind the allowlist's back.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+    "forwarded",
+    "x-forwarded-host",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// The phase policy, separate from I/O so it is tested without a server.
+pub fn check_request(phase: Phase, method: &str, req: &Request) -> Result<(), HttpError> {
+    if phase == Phase::ReadOnly {
+        if !READ_METHODS.contains(&method) {
+            return Err(HttpError::Denied(format!(
+                "{method} {} refused: this call is read-only; changes run only as actions the user allows",
+                req.url
+            )));
+        }
+        if req.body.as_ref().is_some_and(|b| !b.is_empty()) {
+            return Err(HttpError::Denied(format!(
+                "{method} {} with a body refused: a read carries no body",
+                req.url
+            )));
+        }
+    }
+    for Kv { key, .. } in &req.headers {
+        let name = key.trim().to_ascii_lowercase();
+        if FORBIDDEN_HEADERS.contains(&name.as_str()) || name.starts_with("proxy-") {
+            return Err(HttpError::Denied(format!(
+                "header `{key}` refused: the host sets routing, method and framing itself"
+            )));
+        }
+    }
+    Ok(())
+}
 
 impl Host for HostState {
-    fn send(&mut self, req: Request) -> Result<Response, HttpError> {
+    async fn send(&mut self, req: Request) -> Result<Response, HttpError> {
+        let limits = self.ctx.http.limits;
+        self.calls.http_requests += 1;
+        if self.calls.http_requests > limits.max_requests_per_call {
+            return Err(HttpError::Denied(format!(
+                "request cap reached: at most {} HTTP requests per call",
+                limits.max_requests_per_call
+            )));
+        }
         let url = Url::parse(&req.url)
             .map_err(|e| HttpError::Invalid(format!("bad URL `{}`: {e}", req.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -64,22 +136,32 @@ impl Host for HostState {
             )));
         }
         let method = req.method.to_ascii_uppercase();
-        if self.phase == Phase::ReadOnly && !READ_METHODS.contains(&method.as_str()) {
-            return Err(HttpError::Denied(format!(
-                "{method} {} refused: this call is read-only; changes run only as actions the user allows",
-                req.url
+        check_request(self.phase, &method, &req)?;
+        if req
+            .body
+            .as_ref()
+            .is_some_and(|b| b.len() > limits.max_request_body_bytes)
+        {
+            return Err(HttpError::Invalid(format!(
+                "request body over the host's cap of {} bytes",
+                limits.max_request_body_bytes
             )));
         }
-        let origin = self.ctx.allowlist.check(&url).map_err(HttpError::Denied)?;
+        let origin = self
+            .ctx
+            .http
+            .allowlist
+            .check(&url)
+            .map_err(HttpError::Denied)?;
         let remaining = self.remaining().ok_or(HttpError::Timeout)?;
         let timeout = req
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()))
-            .unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+            .unwrap_or(limits.default_timeout)
             .min(remaining);
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| HttpError::Invalid(format!("bad method `{}`", req.method)))?;
-        let mut builder = self.ctx.http.request(method, url).timeout(timeout);
+        let mut builder = self.ctx.http.client.request(method, url).timeout(timeout);
         for Kv { key, value } in req.headers {
             builder = builder.header(key, value);
         }
@@ -87,7 +169,8 @@ impl Host for HostState {
             builder = builder.body(body);
         }
         tracing::debug!(plugin = %self.ctx.name, %origin, url = %req.url, "http request");
-        self.ctx.io.block_on(async move {
+        let max_body = limits.max_body_bytes;
+        let exchange = async move {
             let mut resp = builder.send().await.map_err(classify)?;
             let status = resp.status().as_u16();
             let headers = resp
@@ -98,22 +181,27 @@ impl Host for HostState {
                     value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
                 })
                 .collect();
-            if let Some(len) = resp.content_length().filter(|l| *l > MAX_BODY_BYTES) {
+            if let Some(len) = resp.content_length().filter(|l| *l > max_body as u64) {
                 return Err(HttpError::TooLarge(len));
             }
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await.map_err(classify)? {
-                body.extend_from_slice(&chunk);
-                if body.len() as u64 > MAX_BODY_BYTES {
-                    return Err(HttpError::TooLarge(body.len() as u64));
+                if body.len() + chunk.len() > max_body {
+                    return Err(HttpError::TooLarge((body.len() + chunk.len()) as u64));
                 }
+                body.extend_from_slice(&chunk);
             }
             Ok(Response {
                 status,
                 headers,
                 body,
             })
-        })
+        };
+        // reqwest's timeout covers the whole exchange, body included; this outer bound is
+        // the call's budget, so a server trickling bytes cannot hold the call past it.
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout)?
     }
 }
 
@@ -141,4 +229,58 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, body: Option<&[u8]>, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: method.into(),
+            url: "http://127.0.0.1:1/x".into(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| Kv {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            body: body.map(|b| b.to_vec()),
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn read_phase_refuses_smuggling() {
+        let ro = Phase::ReadOnly;
+        assert!(check_request(ro, "GET", &req("GET", None, &[("accept", "text/plain")])).is_ok());
+        assert!(check_request(ro, "HEAD", &req("HEAD", Some(b""), &[])).is_ok());
+        for (m, body, headers) in [
+            ("POST", None, &[][..]),
+            ("OPTIONS", None, &[]),
+            ("GET", Some(&b"POST /x HTTP/1.1\r\n\r\n"[..]), &[]),
+            ("GET", None, &[("Host", "other.internal")]),
+            ("GET", None, &[("X-HTTP-Method-Override", "DELETE")]),
+            ("GET", None, &[("Transfer-Encoding", "chunked")]),
+            ("GET", None, &[("connection", "upgrade")]),
+            ("GET", None, &[("Proxy-Foo", "x")]),
+        ] {
+            let r = check_request(ro, m, &req(m, body, headers));
+            assert!(
+                matches!(r, Err(HttpError::Denied(_))),
+                "{m} {body:?} {headers:?} must be denied"
+            );
+        }
+    }
+
+    #[test]
+    fn mutating_phase_allows_writes_but_not_rerouting() {
+        let rw = Phase::Mutating;
+        assert!(check_request(rw, "POST", &req("POST", Some(b"{}"), &[])).is_ok());
+        assert!(matches!(
+            check_request(rw, "POST", &req("POST", None, &[("host", "x")])),
+            Err(HttpError::Denied(_))
+        ));
+    }
 }
