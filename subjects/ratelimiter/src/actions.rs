@@ -2,7 +2,17 @@
 //! when the user allowed actions.
 
 use operator_sdk::prelude::*;
-use serde_json::json;
+use ratelimiter_wire::{Health, Limit, routes};
+
+/// The action ids, for `metadata()` and the failure modes that suggest them.
+pub mod id {
+    pub const RESET_COUNTER: &str = "ACT-01";
+    pub const UPDATE_LIMIT: &str = "ACT-02";
+    pub const BLOCK_KEY: &str = "ACT-03";
+    pub const UNBLOCK_KEY: &str = "ACT-04";
+    pub const DRAIN_NODE: &str = "ACT-05";
+    pub const UNDRAIN_NODE: &str = "ACT-06";
+}
 
 fn param<'a>(params: &'a [Kv], name: &str) -> Result<&'a str, ActionError> {
     params
@@ -31,11 +41,7 @@ fn nodes() -> Result<Vec<String>, ActionError> {
 }
 
 /// Sends to the first node that answers; key-level changes live in Redis, so any node will do.
-fn any_node(
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<String, ActionError> {
+fn any_node(method: &str, path: &str, body: Option<Limit>) -> Result<String, ActionError> {
     let mut errors = Vec::new();
     for base in nodes()? {
         let mut req = http::Request::new(method, &http::join(&base, path));
@@ -65,8 +71,8 @@ fn resolve_node(spec: &str) -> Result<String, ActionError> {
     }
     for u in &nodes {
         if let Ok((_, health)) =
-            http::get_json_any_status::<serde_json::Value>(&http::join(u, "/healthz"))
-            && health["node"].as_str() == Some(spec)
+            http::get_json_any_status::<Health>(&http::join(u, routes::HEALTHZ))
+            && health.node == spec
         {
             return Ok(u.clone());
         }
@@ -83,19 +89,19 @@ fn key_path(key: &str) -> String {
 
 pub fn execute(action: &str, params: &[Kv]) -> Result<String, ActionError> {
     let meta = crate::metadata::metadata();
-    let id = meta
+    let action_id = meta
         .actions
         .iter()
         .find(|a| a.id == action || a.name == action)
         .map(|a| a.id.as_str())
         .ok_or_else(|| ActionError::UnknownAction(action.into()))?;
-    match id {
-        "ACT-01" => {
+    match action_id {
+        id::RESET_COUNTER => {
             // Every node: Redis counters go once, but each node has its own fallback counts.
             let key = param(params, "key")?;
             let mut done = Vec::new();
             for base in nodes()? {
-                let url = http::join(&base, &format!("/v1/counters/{}/reset", key_path(key)));
+                let url = http::join(&base, &routes::counter_reset(&key_path(key)));
                 match http::Request::new("POST", &url).send_ok() {
                     Ok(r) => done.push(format!("{base}: {}", String::from_utf8_lossy(&r.body))),
                     Err(e) => done.push(format!("{base}: failed: {e}")),
@@ -103,27 +109,30 @@ pub fn execute(action: &str, params: &[Kv]) -> Result<String, ActionError> {
             }
             Ok(done.join("\n"))
         }
-        "ACT-02" => {
+        id::UPDATE_LIMIT => {
             let key = param(params, "key")?;
-            let body = json!({ "limit": number(params, "limit")?, "window_ms": number(params, "window_ms")? });
-            any_node("PUT", &format!("/v1/limits/{}", key_path(key)), Some(body))
+            let body = Limit {
+                limit: number(params, "limit")?,
+                window_ms: number(params, "window_ms")?,
+            };
+            any_node("PUT", &routes::limit(&key_path(key)), Some(body))
         }
-        "ACT-03" => any_node(
+        id::BLOCK_KEY => any_node(
             "POST",
-            &format!("/v1/keys/{}/block", key_path(param(params, "key")?)),
+            &routes::block(&key_path(param(params, "key")?)),
             None,
         ),
-        "ACT-04" => any_node(
+        id::UNBLOCK_KEY => any_node(
             "POST",
-            &format!("/v1/keys/{}/unblock", key_path(param(params, "key")?)),
+            &routes::unblock(&key_path(param(params, "key")?)),
             None,
         ),
-        "ACT-05" | "ACT-06" => {
+        id::DRAIN_NODE | id::UNDRAIN_NODE => {
             let url = resolve_node(param(params, "node")?)?;
-            let path = if id == "ACT-05" {
-                "/v1/drain"
+            let path = if action_id == id::DRAIN_NODE {
+                routes::DRAIN
             } else {
-                "/v1/undrain"
+                routes::UNDRAIN
             };
             http::Request::new("POST", &http::join(&url, path))
                 .send_ok()

@@ -1,9 +1,103 @@
-//! MON-01..07: pure functions of the recent observations (oldest first).
+//! MON-01..07 as one table: each row declares an invariant (id, name, description,
+//! severity) and the check that emits its violations. `metadata()` lists the rows, so an id
+//! and its severity are written once. Every check is a pure function of the recent
+//! observations (oldest first) and the thresholds.
 
+use crate::evidence::{self, ERROR_KIND, KEY, LIMIT, MODE, NODE, REACHABLE, REDIS_REACHABLE};
 use operator_sdk::history::label;
 use operator_sdk::prelude::*;
+use ratelimiter_wire::{Mode, keys};
 use std::collections::BTreeMap;
 
+#[cfg(test)]
+mod tests;
+
+/// The invariant ids, for the failure modes that cite them.
+pub mod id {
+    pub const NODE_UNREACHABLE: &str = "MON-01";
+    pub const REDIS_DISCONNECTED: &str = "MON-02";
+    pub const HIGH_LATENCY: &str = "MON-03";
+    pub const COUNTER_DRIFT: &str = "MON-04";
+    pub const GHOST_ALLOWING: &str = "MON-05";
+    pub const STUCK_KEYS: &str = "MON-06";
+    pub const HOT_KEY: &str = "MON-07";
+}
+
+/// One row of the table.
+pub struct InvariantDef {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub severity: Severity,
+    /// Pushes this invariant's violations for the latest observation.
+    pub check: fn(&InvariantDef, &Ticks, &mut Vec<Violation>),
+}
+
+impl InvariantDef {
+    /// What `metadata()` declares for this row.
+    pub fn info(&self) -> InvariantInfo {
+        Invariant::new(self.id, self.name, self.severity).describe(self.description)
+    }
+
+    /// A violation of this invariant with dedup key `{id}:{key}`.
+    fn violation(&self, key: &str) -> Violation {
+        Violation::new(self.id, self.severity, key)
+    }
+}
+
+pub const INVARIANTS: &[InvariantDef] = &[
+    InvariantDef {
+        id: id::NODE_UNREACHABLE,
+        name: "node unreachable",
+        description: "Every configured or registered node answers /healthz and heartbeats into the Redis registry",
+        severity: Severity::Critical,
+        check: node_unreachable,
+    },
+    InvariantDef {
+        id: id::REDIS_DISCONNECTED,
+        name: "redis disconnected",
+        description: "Redis answers the operator, and no node reports Redis errors or decides in fail-open/local-only mode",
+        severity: Severity::Critical,
+        check: redis_disconnected,
+    },
+    InvariantDef {
+        id: id::HIGH_LATENCY,
+        name: "high latency",
+        description: "Each node's p99 decision latency since the last tick stays under latency_p99_ms",
+        severity: Severity::Warning,
+        check: high_latency,
+    },
+    InvariantDef {
+        id: id::COUNTER_DRIFT,
+        name: "counter drift",
+        description: "Nodes agree on a key's count, and no node counts decisions locally that Redis never saw",
+        severity: Severity::Warning,
+        check: counter_drift,
+    },
+    InvariantDef {
+        id: id::GHOST_ALLOWING,
+        name: "ghost allowing",
+        description: "For each key, the decisions allowed across all nodes in one window stay within its limit",
+        severity: Severity::Critical,
+        check: ghost_allowing,
+    },
+    InvariantDef {
+        id: id::STUCK_KEYS,
+        name: "stuck keys",
+        description: "Every counter and registry key in the rl: namespace carries a TTL",
+        severity: Severity::Warning,
+        check: stuck_keys,
+    },
+    InvariantDef {
+        id: id::HOT_KEY,
+        name: "hot key",
+        description: "No single key takes more than hot_key_share of all decisions",
+        severity: Severity::Warning,
+        check: hot_key,
+    },
+];
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Thresholds {
     pub latency_p99_ms: f64,
     pub latency_min_samples: f64,
@@ -26,43 +120,89 @@ impl Default for Thresholds {
     }
 }
 
+/// A threshold the user may set: its setting name, what it means, and its field.
+pub struct ThresholdSetting {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub field: fn(&mut Thresholds) -> &mut f64,
+}
+
+/// Every threshold setting, in the order `metadata()` declares them.
+pub const THRESHOLD_SETTINGS: &[ThresholdSetting] = &[
+    ThresholdSetting {
+        name: "latency_p99_ms",
+        description: "MON-03: p99 decision latency limit in ms",
+        field: |t| &mut t.latency_p99_ms,
+    },
+    ThresholdSetting {
+        name: "latency_min_samples",
+        description: "MON-03: fewest decisions in a tick to judge p99",
+        field: |t| &mut t.latency_min_samples,
+    },
+    ThresholdSetting {
+        name: "heartbeat_stale_ms",
+        description: "MON-01: registry heartbeat age that counts as stale",
+        field: |t| &mut t.heartbeat_stale_ms,
+    },
+    ThresholdSetting {
+        name: "drift_tolerance",
+        description: "MON-04: allowed disagreement, as a share of the limit (at least 2)",
+        field: |t| &mut t.drift_tolerance,
+    },
+    ThresholdSetting {
+        name: "hot_key_share",
+        description: "MON-07: share of all decisions one key may take",
+        field: |t| &mut t.hot_key_share,
+    },
+    ThresholdSetting {
+        name: "hot_key_min_decisions",
+        description: "MON-07: fewest decisions in a tick to judge",
+        field: |t| &mut t.hot_key_min_decisions,
+    },
+];
+
 impl Thresholds {
+    /// The defaults with each setting `lookup` knows replaced.
+    pub fn with(mut lookup: impl FnMut(&str, f64) -> f64) -> Thresholds {
+        let mut t = Thresholds::default();
+        for s in THRESHOLD_SETTINGS {
+            let slot = (s.field)(&mut t);
+            *slot = lookup(s.name, *slot);
+        }
+        t
+    }
+
     /// Reads overrides from the settings; a malformed one is logged and the default kept.
     pub fn from_config() -> Thresholds {
-        let d = Thresholds::default();
-        let get = |key: &str, default: f64| {
+        Thresholds::with(|key, default| {
             config::parse_or(key, default).unwrap_or_else(|e| {
                 log::warn(e);
                 default
             })
-        };
-        Thresholds {
-            latency_p99_ms: get("latency_p99_ms", d.latency_p99_ms),
-            latency_min_samples: get("latency_min_samples", d.latency_min_samples),
-            heartbeat_stale_ms: get("heartbeat_stale_ms", d.heartbeat_stale_ms),
-            drift_tolerance: get("drift_tolerance", d.drift_tolerance),
-            hot_key_share: get("hot_key_share", d.hot_key_share),
-            hot_key_min_decisions: get("hot_key_min_decisions", d.hot_key_min_decisions),
-        }
+        })
+    }
+
+    /// The default value of setting `name`.
+    pub fn default_of(name: &str) -> Option<f64> {
+        let mut t = Thresholds::default();
+        THRESHOLD_SETTINGS
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| *(s.field)(&mut t))
     }
 }
 
-fn violation(
-    invariant: &str,
-    severity: Severity,
-    component: &str,
-    dedup: &str,
-    summary: String,
-    evidence: Vec<Kv>,
-) -> Violation {
-    Violation {
-        invariant: invariant.into(),
-        severity,
-        component: component.into(),
-        summary,
-        evidence,
-        dedup_key: format!("{invariant}:{dedup}"),
-    }
+/// What every check reads: the recent observations and the thresholds.
+pub struct Ticks<'a> {
+    /// Oldest first; the last one is `cur`.
+    pub history: &'a [Observation],
+    pub cur: &'a Observation,
+    /// The observation before `cur`, for deltas.
+    pub prev: Option<&'a Observation>,
+    pub t: &'a Thresholds,
+    /// `true`/`false` as the operator reached Redis this tick, `unknown` without a `redis`
+    /// setting.
+    pub redis_reachable: String,
 }
 
 pub fn check(history: &[Observation], t: &Thresholds) -> Vec<Violation> {
@@ -70,20 +210,21 @@ pub fn check(history: &[Observation], t: &Thresholds) -> Vec<Violation> {
         return vec![];
     };
     let prev = history.len().checked_sub(2).map(|i| &history[i]);
-    let mut out = Vec::new();
     let redis_reachable = cur
         .component("redis")
-        .map(|r| r.attr("reachable").unwrap_or("false").to_string())
+        .map(|r| r.attr(REACHABLE).unwrap_or("false").to_string())
         .unwrap_or_else(|| "unknown".into());
-    node_unreachable(cur, history, t, &mut out);
-    redis_disconnected(cur, prev, &redis_reachable, &mut out);
-    if let Some(prev) = prev {
-        high_latency(cur, prev, t, &mut out);
-        hot_key(cur, prev, t, &mut out);
+    let ticks = Ticks {
+        history,
+        cur,
+        prev,
+        t,
+        redis_reachable,
+    };
+    let mut out = Vec::new();
+    for inv in INVARIANTS {
+        (inv.check)(inv, &ticks, &mut out);
     }
-    counter_drift(cur, t, &redis_reachable, &mut out);
-    ghost_allowing(cur, &redis_reachable, &mut out);
-    stuck_keys(cur, &mut out);
     out
 }
 
@@ -100,26 +241,22 @@ fn node_name(id: &str, history: &[Observation]) -> String {
         .unwrap_or_else(|| id.to_string())
 }
 
-fn node_unreachable(
-    cur: &Observation,
-    history: &[Observation],
-    t: &Thresholds,
-    out: &mut Vec<Violation>,
-) {
-    for n in nodes(cur) {
+fn node_unreachable(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
+    let t = x.t;
+    for n in nodes(x.cur) {
         // Set only when someone (Redis directly, or a node's /v1/nodes) read the registry.
         let registry_readable = n.attr("registry_source").is_some();
-        let name = node_name(&n.id, history);
+        let name = node_name(&n.id, x.history);
         let age: Option<f64> = n.attr("heartbeat_age_ms").and_then(|a| a.parse().ok());
         let mut evidence = vec![
-            kv("node", &n.id),
+            kv(NODE, &n.id),
             kv("node_id", &name),
-            kv("reachable", n.attr("reachable").unwrap_or("unknown")),
+            kv(REACHABLE, n.attr(REACHABLE).unwrap_or("unknown")),
         ];
         for key in [
-            "error_kind",
+            ERROR_KIND,
             "error",
-            "mode",
+            MODE,
             "registered",
             "heartbeat_age_ms",
             "registry_source",
@@ -153,14 +290,12 @@ fn node_unreachable(
             continue;
         };
         evidence.push(kv("stale_after_ms", t.heartbeat_stale_ms));
-        out.push(violation(
-            "MON-01",
-            Severity::Critical,
-            &n.id,
-            &n.id,
-            summary,
-            evidence,
-        ));
+        out.push(
+            def.violation(&n.id)
+                .component(&n.id)
+                .summary(summary)
+                .evidence_all(evidence),
+        );
     }
 }
 
@@ -175,20 +310,15 @@ fn counter_delta(
     (c >= p).then_some(c - p)
 }
 
-fn redis_disconnected(
-    cur: &Observation,
-    prev: Option<&Observation>,
-    redis_reachable: &str,
-    out: &mut Vec<Violation>,
-) {
+fn redis_disconnected(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
+    let (cur, redis_reachable) = (x.cur, x.redis_reachable.as_str());
     let degraded: Vec<&Component> = nodes(cur)
-        .filter(|n| n.attr("reachable") == Some("true"))
+        .filter(|n| n.attr(REACHABLE) == Some("true"))
         .filter(|n| {
             n.attr("redis").is_some_and(|r| r != "ok")
-                || matches!(
-                    n.attr("mode"),
-                    Some("fail-open") | Some("local-only") | Some("fail-closed")
-                )
+                || n.attr(MODE)
+                    .and_then(Mode::parse)
+                    .is_some_and(Mode::without_redis)
         })
         .collect();
     if redis_reachable == "false" {
@@ -197,56 +327,39 @@ fn redis_disconnected(
         let error = r.and_then(|r| r.attr("error")).unwrap_or("unreachable");
         let modes: Vec<String> = degraded
             .iter()
-            .map(|n| format!("{}={}", n.id, n.attr("mode").unwrap_or("?")))
+            .map(|n| format!("{}={}", n.id, n.attr(MODE).unwrap_or("?")))
             .collect();
-        out.push(violation(
-            "MON-02",
-            Severity::Critical,
-            "redis",
-            "redis",
-            format!(
-                "Redis is unreachable ({error}); {} of the nodes report it too",
-                degraded.len()
-            ),
-            vec![
-                kv("redis_reachable", "false"),
-                kv("error", error),
-                kv("nodes_degraded", degraded.len()),
-                kv("node_modes", modes.join(",")),
-                kv(
-                    "mode",
+        out.push(
+            def.violation("redis")
+                .component("redis")
+                .summary(format!(
+                    "Redis is unreachable ({error}); {} of the nodes report it too",
+                    degraded.len()
+                ))
+                .evidence(REDIS_REACHABLE, "false")
+                .evidence("error", error)
+                .evidence("nodes_degraded", degraded.len())
+                .evidence("node_modes", modes.join(","))
+                .evidence(
+                    MODE,
                     degraded
                         .first()
-                        .and_then(|n| n.attr("mode"))
+                        .and_then(|n| n.attr(MODE))
                         .unwrap_or("unknown"),
                 ),
-            ],
-        ));
+        );
         return;
     }
     for n in degraded {
-        let errors = prev.and_then(|p| {
+        let errors = x.prev.and_then(|p| {
             counter_delta(cur, p, "ratelimiter_redis_errors_total", &[("node", &n.id)])
         });
         let name = n.attr("node_id").unwrap_or(&n.id);
-        let mode = n.attr("mode").unwrap_or("unknown");
-        let mut evidence = vec![
-            kv("node", &n.id),
-            kv("node_id", name),
-            kv("mode", mode),
-            kv("redis_status", n.attr("redis").unwrap_or("unknown")),
-            kv("redis_reachable", redis_reachable),
-            kv("reachable", "true"),
-        ];
-        if let Some(e) = errors {
-            evidence.push(kv("redis_errors_since_last_tick", e));
-        }
-        out.push(violation(
-            "MON-02",
-            Severity::Critical,
-            &n.id,
-            &n.id,
-            format!(
+        let mode = n.attr(MODE).unwrap_or("unknown");
+        let mut v = def
+            .violation(&n.id)
+            .component(&n.id)
+            .summary(format!(
                 "node {name} cannot use Redis (mode {mode}, redis: {}) although Redis {}",
                 n.attr("redis").unwrap_or("?"),
                 if redis_reachable == "true" {
@@ -254,15 +367,25 @@ fn redis_disconnected(
                 } else {
                     "state is unknown"
                 }
-            ),
-            evidence,
-        ));
+            ))
+            .evidence(NODE, &n.id)
+            .evidence("node_id", name)
+            .evidence(MODE, mode)
+            .evidence("redis_status", n.attr("redis").unwrap_or("unknown"))
+            .evidence(REDIS_REACHABLE, redis_reachable)
+            .evidence(REACHABLE, "true");
+        if let Some(e) = errors {
+            v = v.evidence("redis_errors_since_last_tick", e);
+        }
+        out.push(v);
     }
 }
 
-fn high_latency(cur: &Observation, prev: &Observation, t: &Thresholds, out: &mut Vec<Violation>) {
+fn high_latency(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
     const DECISION: &str = "ratelimiter_decision_duration_seconds";
     const REDIS: &str = "ratelimiter_redis_duration_seconds";
+    let (cur, t) = (x.cur, x.t);
+    let Some(prev) = x.prev else { return };
     for n in nodes(cur) {
         let filter = [("node", n.id.as_str())];
         let (Some(c), Some(p)) = (
@@ -291,31 +414,26 @@ fn high_latency(cur: &Observation, prev: &Observation, t: &Thresholds, out: &mut
         // Redis counts as the slow part when its calls take most of the decision time.
         let redis_slow = redis_p99.map(|r| r >= 0.5 * p99);
         let name = n.attr("node_id").unwrap_or(&n.id);
-        let mut evidence = vec![
-            kv("node", &n.id),
-            kv("node_id", name),
-            kv("p99_ms", format!("{p99:.1}")),
-            kv("threshold_ms", t.latency_p99_ms),
-            kv("decisions", d.count),
-            kv("mean_ms", format!("{:.2}", 1000.0 * d.sum / d.count)),
-        ];
-        if let Some(r) = redis_p99 {
-            evidence.push(kv("redis_p99_ms", format!("{r:.1}")));
-        }
-        if let Some(s) = redis_slow {
-            evidence.push(kv("redis_slow", s));
-        }
-        out.push(violation(
-            "MON-03",
-            Severity::Warning,
-            &n.id,
-            &n.id,
-            format!(
+        let mut v = def
+            .violation(&n.id)
+            .component(&n.id)
+            .summary(format!(
                 "node {name}: p99 decision latency {p99:.1} ms over {} decisions since the last tick (threshold {} ms)",
                 d.count, t.latency_p99_ms
-            ),
-            evidence,
-        ));
+            ))
+            .evidence(NODE, &n.id)
+            .evidence("node_id", name)
+            .evidence("p99_ms", format!("{p99:.1}"))
+            .evidence("threshold_ms", t.latency_p99_ms)
+            .evidence("decisions", d.count)
+            .evidence("mean_ms", format!("{:.2}", 1000.0 * d.sum / d.count));
+        if let Some(r) = redis_p99 {
+            v = v.evidence("redis_p99_ms", format!("{r:.1}"));
+        }
+        if let Some(s) = redis_slow {
+            v = v.evidence(evidence::REDIS_SLOW, s);
+        }
+        out.push(v);
     }
 }
 
@@ -348,12 +466,8 @@ fn window_ms_of(obs: &Observation, key: &str) -> Option<f64> {
         .reduce(f64::max)
 }
 
-fn counter_drift(
-    cur: &Observation,
-    t: &Thresholds,
-    redis_reachable: &str,
-    out: &mut Vec<Violation>,
-) {
+fn counter_drift(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
+    let (cur, t, redis_reachable) = (x.cur, x.t, x.redis_reachable.as_str());
     let tolerance = |limit: f64| (t.drift_tolerance * limit).max(2.0);
     // A node counting locally: decisions Redis never saw. Worst key per node.
     let mut worst: BTreeMap<String, (String, String, f64, f64)> = BTreeMap::new();
@@ -374,25 +488,21 @@ fn counter_drift(
             .and_then(|c| c.attr("node_id"))
             .unwrap_or(&node)
             .to_string();
-        out.push(violation(
-            "MON-04",
-            Severity::Warning,
-            &node,
-            &node,
-            format!("node {name} counted {local} decisions on `{key}` locally that Redis never saw (Redis has {authoritative})"),
-            vec![
-                kv("node", &node),
-                kv("node_id", &name),
-                kv("key", &key),
-                kv("window", &window),
-                kv("local_count", local),
-                kv("redis_count", &authoritative),
-                kv("limit", limit),
-                kv("tolerance", tolerance(limit)),
-                kv("redis_reachable", redis_reachable),
-                kv("reachable", "true"),
-            ],
-        ));
+        out.push(
+            def.violation(&node)
+                .component(&node)
+                .summary(format!("node {name} counted {local} decisions on `{key}` locally that Redis never saw (Redis has {authoritative})"))
+                .evidence(NODE, &node)
+                .evidence("node_id", &name)
+                .evidence(KEY, &key)
+                .evidence("window", &window)
+                .evidence("local_count", local)
+                .evidence("redis_count", &authoritative)
+                .evidence(LIMIT, limit)
+                .evidence("tolerance", tolerance(limit))
+                .evidence(REDIS_REACHABLE, redis_reachable)
+                .evidence(REACHABLE, "true"),
+        );
     }
     // Nodes reading different counts for the same key and window from the same Redis.
     for ((key, window), per_node) in by_key_window(cur, "rl_view_redis_current") {
@@ -407,40 +517,37 @@ fn counter_drift(
             continue;
         }
         let views: Vec<String> = per_node.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        out.push(violation(
-            "MON-04",
-            Severity::Warning,
-            "",
-            &format!("key:{key}"),
-            format!("nodes disagree on `{key}`: counts {min} to {max} for the same window (tolerance {})", tolerance(limit)),
-            vec![
-                kv("key", &key),
-                kv("window", &window),
-                kv("views", views.join(",")),
-                kv("spread", max - min),
-                kv("limit", limit),
-                kv("redis_reachable", redis_reachable),
-            ],
-        ));
+        out.push(
+            def.violation(&format!("key:{key}"))
+                .summary(format!("nodes disagree on `{key}`: counts {min} to {max} for the same window (tolerance {})", tolerance(limit)))
+                .evidence(KEY, &key)
+                .evidence("window", &window)
+                .evidence("views", views.join(","))
+                .evidence("spread", max - min)
+                .evidence(LIMIT, limit)
+                .evidence(REDIS_REACHABLE, redis_reachable),
+        );
     }
 }
 
-fn ghost_allowing(cur: &Observation, redis_reachable: &str, out: &mut Vec<Violation>) {
+fn ghost_allowing(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
+    let cur = x.cur;
+    let allowed = by_key_window(cur, "rl_view_allowed_in_window");
     let mut worst: BTreeMap<String, (String, f64, f64, Vec<String>)> = BTreeMap::new();
-    for ((key, window), per_node) in by_key_window(cur, "rl_view_allowed_in_window") {
-        let Some(limit) = limit_of(cur, &key) else {
+    for ((key, window), per_node) in &allowed {
+        let Some(limit) = limit_of(cur, key) else {
             continue;
         };
         let total: f64 = per_node.values().sum();
-        if total <= limit || worst.get(&key).is_some_and(|w| w.1 >= total) {
+        if total <= limit || worst.get(key).is_some_and(|w| w.1 >= total) {
             continue;
         }
         let parts = per_node.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        worst.insert(key, (window, total, limit, parts));
+        worst.insert(key.clone(), (window.clone(), total, limit, parts));
     }
     for (key, (window, total, limit, parts)) in worst {
         // The node that allowed the most is the likeliest culprit (it counted locally).
-        let top_node = by_key_window(cur, "rl_view_allowed_in_window")
+        let top_node = allowed
             .get(&(key.clone(), window.clone()))
             .and_then(|m| {
                 m.iter()
@@ -448,30 +555,26 @@ fn ghost_allowing(cur: &Observation, redis_reachable: &str, out: &mut Vec<Violat
                     .map(|(n, _)| n.clone())
             })
             .unwrap_or_default();
-        out.push(violation(
-            "MON-05",
-            Severity::Critical,
-            "",
-            &key,
-            format!(
-                "`{key}`: {total} allowed across nodes in one window, limit {limit} ({:.0}% over)",
-                100.0 * (total - limit) / limit.max(1.0)
-            ),
-            vec![
-                kv("key", &key),
-                kv("window", &window),
-                kv("allowed_total", total),
-                kv("limit", limit),
-                kv("excess", total - limit),
-                kv("per_node", parts.join(",")),
-                kv("node", &top_node),
-                kv("redis_reachable", redis_reachable),
-            ],
-        ));
+        out.push(
+            def.violation(&key)
+                .summary(format!(
+                    "`{key}`: {total} allowed across nodes in one window, limit {limit} ({:.0}% over)",
+                    100.0 * (total - limit) / limit.max(1.0)
+                ))
+                .evidence(KEY, &key)
+                .evidence("window", &window)
+                .evidence("allowed_total", total)
+                .evidence(LIMIT, limit)
+                .evidence("excess", total - limit)
+                .evidence("per_node", parts.join(","))
+                .evidence(NODE, &top_node)
+                .evidence(REDIS_REACHABLE, &x.redis_reachable),
+        );
     }
 }
 
-fn stuck_keys(cur: &Observation, out: &mut Vec<Violation>) {
+fn stuck_keys(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
+    let cur = x.cur;
     let count = cur.sum("rl_redis_keys_without_ttl", &[]).unwrap_or(0.0);
     if count <= 0.0 {
         return;
@@ -479,7 +582,7 @@ fn stuck_keys(cur: &Observation, out: &mut Vec<Violation>) {
     let samples: Vec<&str> = cur
         .events
         .iter()
-        .filter(|e| e.message == "key without TTL")
+        .filter(|e| e.message == crate::observe::KEY_WITHOUT_TTL)
         .filter_map(|e| {
             e.attributes
                 .iter()
@@ -491,39 +594,36 @@ fn stuck_keys(cur: &Observation, out: &mut Vec<Violation>) {
     // `rl:w:{key}:{window}` names the rate-limited key, which the reset action takes.
     let key = samples
         .first()
-        .and_then(|n| n.strip_prefix(crate::observe::COUNTER_PREFIX))
-        .and_then(|rest| rest.rsplit_once(':').map(|(k, _)| k.to_string()))
+        .and_then(|n| keys::counter_owner(n))
         .unwrap_or_default();
-    out.push(violation(
-        "MON-06",
-        Severity::Warning,
-        "redis",
-        "redis",
-        format!(
-            "{count} key(s) in the limiter's namespace have no TTL, e.g. {}",
-            samples.first().unwrap_or(&"?")
-        ),
-        vec![
-            kv("keys_without_ttl", count),
-            kv("examples", samples.join(",")),
-            kv("key", key),
-            kv(
+    out.push(
+        def.violation("redis")
+            .component("redis")
+            .summary(format!(
+                "{count} key(s) in the limiter's namespace have no TTL, e.g. {}",
+                samples.first().unwrap_or(&"?")
+            ))
+            .evidence("keys_without_ttl", count)
+            .evidence("examples", samples.join(","))
+            .evidence(KEY, key)
+            .evidence(
                 "persistent_keys",
                 redis.and_then(|r| r.attr("persistent_keys")).unwrap_or("?"),
-            ),
-            kv(
+            )
+            .evidence(
                 "config_keys",
                 redis.and_then(|r| r.attr("config_keys")).unwrap_or("?"),
-            ),
-            kv(
+            )
+            .evidence(
                 "keys_scanned",
                 cur.sum("rl_redis_keys_scanned", &[]).unwrap_or(0.0),
             ),
-        ],
-    ));
+    );
 }
 
-fn hot_key(cur: &Observation, prev: &Observation, t: &Thresholds, out: &mut Vec<Violation>) {
+fn hot_key(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
+    let (cur, t) = (x.cur, x.t);
+    let Some(prev) = x.prev else { return };
     let mut total = 0.0;
     for n in nodes(cur) {
         total += counter_delta(cur, prev, "ratelimiter_decisions_total", &[("node", &n.id)])
@@ -558,21 +658,19 @@ fn hot_key(cur: &Observation, prev: &Observation, t: &Thresholds, out: &mut Vec<
         }
         let limit = limit_of(cur, &key);
         let window_ms = window_ms_of(cur, &key);
-        out.push(violation(
-            "MON-07",
-            Severity::Warning,
-            "",
-            &key,
-            format!("hot key `{key}`: {:.0}% of {total} decisions since the last tick (threshold {:.0}%)", 100.0 * share, 100.0 * t.hot_key_share),
-            vec![
-                kv("key", &key),
-                kv("share", format!("{share:.3}")),
-                kv("decisions", n),
-                kv("total_decisions", total),
-                kv("threshold", t.hot_key_share),
-                kv("limit", limit.map_or("unknown".into(), |l| l.to_string())),
-                kv("window_ms", window_ms.map_or("unknown".into(), |w| w.to_string())),
-            ],
-        ));
+        out.push(
+            def.violation(&key)
+                .summary(format!("hot key `{key}`: {:.0}% of {total} decisions since the last tick (threshold {:.0}%)", 100.0 * share, 100.0 * t.hot_key_share))
+                .evidence(KEY, &key)
+                .evidence("share", format!("{share:.3}"))
+                .evidence("decisions", n)
+                .evidence("total_decisions", total)
+                .evidence("threshold", t.hot_key_share)
+                .evidence(LIMIT, limit.map_or("unknown".into(), |l| l.to_string()))
+                .evidence(
+                    evidence::WINDOW_MS,
+                    window_ms.map_or("unknown".into(), |w| w.to_string()),
+                ),
+        );
     }
 }

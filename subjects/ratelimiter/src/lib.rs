@@ -13,8 +13,16 @@
 //! This crate is also the model for third-party subjects: `observe` turns every source
 //! into components, metric samples and events; `check_invariants` is a pure function of
 //! the recent observations; actions and failure modes are plain data in `metadata`.
+//!
+//! The invariants are one table (`invariants::INVARIANTS`: id, name, description,
+//! severity, check) that `metadata` lists, and the evidence keys failure modes cite are
+//! shared constants (`evidence`). The service's JSON shapes and Redis key names come from
+//! `ratelimiter-wire`, the crate the service's own contract test checks against a real
+//! node. `cargo test -p subject-ratelimiter` runs the invariants over fixture observations
+//! built by the same code `observe` uses, on the host target.
 
 mod actions;
+mod evidence;
 mod invariants;
 mod metadata;
 mod observe;

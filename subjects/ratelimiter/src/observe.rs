@@ -1,113 +1,31 @@
 //! One snapshot: every node's health, metrics and counter views, and Redis read directly.
+//!
+//! The reads (HTTP, Redis, logs) live in the functions at the bottom; what they read is
+//! turned into components, samples and events by [`Snapshot`]'s methods, which are pure. The
+//! unit tests build their fixture observations through those same methods, so the fixtures
+//! have exactly the shape a live tick has.
 
+use crate::evidence::{ErrorKind, REACHABLE};
 use operator_sdk::prelude::*;
 use operator_sdk::redis::Value;
-use serde::Deserialize;
+use ratelimiter_wire::{CounterList, CounterView, Health, HealthStatus, NodeList, NodeRecord};
+use ratelimiter_wire::{keys, routes};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Counter keys and registry entries; every key under these prefixes must carry a TTL.
-pub const COUNTER_PREFIX: &str = "rl:w:";
-pub const NODE_PREFIX: &str = "rl:node:";
-/// Configuration keys, persistent by design.
-const CONFIG_KEYS: [&str; 2] = ["rl:limits", "rl:blocked"];
-
-#[derive(Deserialize)]
-struct Health {
-    node: String,
-    #[serde(default)]
-    status: String,
-    #[serde(default)]
-    redis: String,
-    #[serde(default)]
-    mode: String,
-    #[serde(default)]
-    policy: String,
-}
-
-#[derive(Deserialize)]
-struct TopKeys {
-    #[serde(default)]
-    keys: Vec<CounterView>,
-}
-
-#[derive(Deserialize)]
-struct RedisView {
-    current: f64,
-}
-
-#[derive(Deserialize)]
-struct LocalView {
-    window_index: i64,
-    current: f64,
-    #[serde(default)]
-    previous: f64,
-}
-
-#[derive(Deserialize)]
-struct CounterView {
-    key: String,
-    limit: f64,
-    window_ms: f64,
-    window_index: i64,
-    redis: Option<RedisView>,
-    local: LocalView,
-    allowed_in_window: f64,
-    denied_in_window: f64,
-    /// Tallies of the window before `window_of_tallies`, complete by now.
-    #[serde(default)]
-    allowed_in_previous_window: f64,
-    #[serde(default)]
-    denied_in_previous_window: f64,
-    window_of_tallies: i64,
-}
-
-#[derive(Deserialize)]
-struct RegistryEntry {
-    id: String,
-    #[serde(default)]
-    addr: String,
-    #[serde(default)]
-    mode: String,
-    #[serde(default)]
-    last_heartbeat_ms: u64,
-}
+/// The message of the event naming a key without a TTL.
+pub const KEY_WITHOUT_TTL: &str = "key without TTL";
+/// Default of the `ttl_scan_limit` setting: most keys scanned for a missing TTL per tick.
+pub const TTL_SCAN_LIMIT: usize = 1000;
+/// Keys and windows Redis is asked about: key → window indexes.
+pub type ViewKeys = BTreeMap<String, BTreeSet<u64>>;
 
 /// Builds the observation as it goes.
-struct Snapshot {
+pub struct Snapshot {
     now: u64,
     components: Vec<Component>,
     metrics: Vec<MetricSample>,
     events: Vec<Event>,
     problems: Vec<Problem>,
-}
-
-impl Snapshot {
-    fn metric(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.metrics.push(MetricSample {
-            name: name.into(),
-            labels: labels.iter().map(|(k, v)| kv(*k, v)).collect(),
-            value,
-            timestamp_ms: self.now,
-        });
-    }
-
-    fn problem(&mut self, source: &str, message: String) {
-        log::warn(format!("{source}: {message}"));
-        self.problems.push(Problem {
-            source: source.into(),
-            message,
-        });
-    }
-
-    fn event(&mut self, component: &str, severity: Severity, message: String, attributes: Vec<Kv>) {
-        self.events.push(Event {
-            timestamp_ms: self.now,
-            component: component.into(),
-            severity,
-            message,
-            attributes,
-        });
-    }
 }
 
 /// A stable component id for a node URL: its host:port (the node's own id can only be
@@ -117,24 +35,368 @@ pub fn node_component_id(url: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_string()
 }
 
-fn error_kind(e: &http::Error) -> &'static str {
+pub fn error_kind(e: &http::Error) -> ErrorKind {
     match e {
         http::Error::Transport {
             error: http::HttpError::Timeout,
             ..
-        } => "timeout",
+        } => ErrorKind::Timeout,
         http::Error::Transport {
             error: http::HttpError::Connect(_),
             ..
-        } => "connect",
+        } => ErrorKind::Connect,
         http::Error::Transport {
             error: http::HttpError::Denied(_),
             ..
-        } => "denied",
-        http::Error::Transport { .. } => "transport",
-        http::Error::Status { .. } => "http-status",
-        http::Error::Decode { .. } => "bad-data",
-        http::Error::Encode { .. } => "encode",
+        } => ErrorKind::Denied,
+        http::Error::Transport { .. } => ErrorKind::Transport,
+        http::Error::Status { .. } => ErrorKind::HttpStatus,
+        http::Error::Decode { .. } => ErrorKind::BadData,
+        http::Error::Encode { .. } => ErrorKind::Encode,
+    }
+}
+
+impl Snapshot {
+    pub fn new(now: u64) -> Snapshot {
+        Snapshot {
+            now,
+            components: Vec::new(),
+            metrics: Vec::new(),
+            events: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn finish(self) -> Observation {
+        Observation {
+            timestamp_ms: self.now,
+            components: self.components,
+            metrics: self.metrics,
+            events: self.events,
+            problems: self.problems,
+        }
+    }
+
+    fn metric(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.metrics.push(MetricSample {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| kv(*k, v)).collect(),
+            value,
+            timestamp_ms: self.now,
+        });
+    }
+
+    pub fn problem(&mut self, source: &str, message: String) {
+        self.problems.push(Problem {
+            source: source.into(),
+            message,
+        });
+    }
+
+    pub fn event(
+        &mut self,
+        component: &str,
+        severity: Severity,
+        message: String,
+        attributes: Vec<Kv>,
+    ) {
+        self.events.push(Event {
+            timestamp_ms: self.now,
+            component: component.into(),
+            severity,
+            message,
+            attributes,
+        });
+    }
+
+    /// Whether the node with this component id answered `/healthz` this tick.
+    fn answered(&self, id: &str) -> bool {
+        self.components
+            .iter()
+            .any(|c| c.id == id && c.attr(REACHABLE) == Some("true"))
+    }
+
+    /// The node at `url` from its `/healthz` answer (status and body) or the error that
+    /// stood in for one. Returns whether the node answered at all.
+    pub fn node_health(&mut self, url: &str, health: Result<(u16, Health), http::Error>) -> bool {
+        let id = node_component_id(url);
+        let mut attrs = vec![kv("configured", "true")];
+        let state = match health {
+            Ok((status, h)) => {
+                attrs.extend([
+                    kv(REACHABLE, "true"),
+                    kv("node_id", &h.node),
+                    kv("status", h.status.as_str()),
+                    kv("redis", &h.redis),
+                    kv(crate::evidence::MODE, h.mode.as_str()),
+                    kv("policy", h.policy.as_str()),
+                    kv("http_status", status),
+                ]);
+                match (status, h.status) {
+                    (200, HealthStatus::Ok) => ComponentState::Up,
+                    _ => ComponentState::Degraded,
+                }
+            }
+            Err(e) => {
+                let kind = error_kind(&e);
+                // An answer we cannot read is still an answer: the node is up but misbehaving.
+                let reachable = kind.answered();
+                attrs.extend([
+                    kv(REACHABLE, reachable),
+                    kv(crate::evidence::ERROR_KIND, kind.as_str()),
+                    kv("error", e.to_string()),
+                ]);
+                if reachable {
+                    self.problem(&id, format!("malformed /healthz: {e}"));
+                    ComponentState::Unknown
+                } else {
+                    ComponentState::Down
+                }
+            }
+        };
+        self.components.push(Component {
+            id,
+            kind: "node".into(),
+            address: url.into(),
+            state,
+            attributes: attrs,
+        });
+        state != ComponentState::Down
+    }
+
+    /// A node's `/metrics` text: its `ratelimiter_*` samples, labelled with the node.
+    pub fn node_metrics(&mut self, id: &str, text: &str) {
+        match prometheus::parse(text) {
+            Ok(samples) => {
+                for s in samples
+                    .into_iter()
+                    .filter(|s| s.name.starts_with("ratelimiter_"))
+                {
+                    let mut m = s.into_metric(self.now);
+                    m.labels.push(kv("node", id));
+                    self.metrics.push(m);
+                }
+            }
+            Err(e) => self.problem(id, format!("malformed /metrics: {e}")),
+        }
+    }
+
+    /// A node's `/v1/counters`: its views, and the windows Redis should be asked about.
+    pub fn node_counters(&mut self, id: &str, list: &CounterList, view_keys: &mut ViewKeys) {
+        for v in &list.keys {
+            self.record_view(id, v);
+            let windows = view_keys.entry(v.key.clone()).or_default();
+            windows.insert(v.window_index);
+            windows.insert(v.window_of_tallies);
+            windows.insert(v.window_of_tallies.saturating_sub(1));
+        }
+    }
+
+    fn record_view(&mut self, node: &str, v: &CounterView) {
+        let key = v.key.as_str();
+        // The current window is still filling; the previous one is complete, which is what
+        // makes a sum across nodes exact.
+        for (window, allowed, denied) in [
+            (v.window_of_tallies, v.allowed_in_window, v.denied_in_window),
+            (
+                v.window_of_tallies.saturating_sub(1),
+                v.allowed_in_previous_window,
+                v.denied_in_previous_window,
+            ),
+        ] {
+            let window = window.to_string();
+            let labels = [("node", node), ("key", key), ("window", window.as_str())];
+            self.metric("rl_view_allowed_in_window", &labels, allowed as f64);
+            self.metric("rl_view_denied_in_window", &labels, denied as f64);
+        }
+        self.metric(
+            "rl_view_limit",
+            &[("node", node), ("key", key)],
+            v.limit as f64,
+        );
+        self.metric(
+            "rl_view_window_ms",
+            &[("node", node), ("key", key)],
+            v.window_ms as f64,
+        );
+        if let Some(r) = &v.redis {
+            self.metric(
+                "rl_view_redis_current",
+                &[
+                    ("node", node),
+                    ("key", key),
+                    ("window", &v.window_index.to_string()),
+                ],
+                r.current as f64,
+            );
+        }
+        // Both local windows: a tick that always lands early in a window (the tick interval
+        // equals the window) would otherwise only ever see a nearly empty current one.
+        for (window, count) in [
+            (v.local.window_index, v.local.current),
+            (v.local.window_index.saturating_sub(1), v.local.previous),
+        ] {
+            self.metric(
+                "rl_view_local_count",
+                &[
+                    ("node", node),
+                    ("key", key),
+                    ("window", &window.to_string()),
+                ],
+                count as f64,
+            );
+        }
+    }
+
+    /// Redis could not be read at all.
+    pub fn redis_failed(&mut self, url: &str, e: &redis::Error) {
+        let unreachable = e.is_unreachable();
+        self.components.push(Component {
+            id: "redis".into(),
+            kind: "redis".into(),
+            address: url.into(),
+            state: if unreachable {
+                ComponentState::Down
+            } else {
+                ComponentState::Degraded
+            },
+            attributes: vec![kv(REACHABLE, !unreachable), kv("error", e.to_string())],
+        });
+        if !unreachable {
+            self.problem("redis", e.to_string());
+        }
+    }
+
+    /// Redis from its `INFO` and the number of config keys that exist. Returns how many
+    /// keys of db 0 have no TTL.
+    pub fn redis_info(
+        &mut self,
+        url: &str,
+        info: &BTreeMap<String, String>,
+        config_keys: i64,
+    ) -> i64 {
+        let mut attrs = vec![kv(REACHABLE, "true")];
+        for field in [
+            "redis_version",
+            "connected_clients",
+            "instantaneous_ops_per_sec",
+            "used_memory",
+        ] {
+            if let Some(v) = info.get(field) {
+                attrs.push(kv(field, v));
+                if let Ok(n) = v.parse::<f64>() {
+                    self.metric(&format!("redis_{field}"), &[], n);
+                }
+            }
+        }
+        let mut persistent = 0;
+        for (field, value) in info {
+            if let Some(db) = field.strip_prefix("db") {
+                let ks = redis::parse_keyspace(value);
+                let (keys, expires) = (
+                    ks.get("keys").copied().unwrap_or(0),
+                    ks.get("expires").copied().unwrap_or(0),
+                );
+                self.metric("redis_db_keys", &[("db", db)], keys as f64);
+                self.metric("redis_db_expires", &[("db", db)], expires as f64);
+                if db == "0" {
+                    persistent = keys - expires;
+                }
+            }
+        }
+        attrs.push(kv("persistent_keys", persistent));
+        attrs.push(kv("config_keys", config_keys));
+        self.components.push(Component {
+            id: "redis".into(),
+            kind: "redis".into(),
+            address: url.into(),
+            state: ComponentState::Up,
+            attributes: attrs,
+        });
+        persistent
+    }
+
+    /// Attaches heartbeats (entry, age in ms on the Redis clock) to the configured nodes
+    /// they belong to (by id or address), adds registered nodes nobody configured, and
+    /// marks configured nodes missing from it. `source` says who read the registry:
+    /// `redis`, or the node that served `/v1/nodes`.
+    pub fn registry(&mut self, entries: Vec<(NodeRecord, u64)>, source: &str) {
+        for (entry, age) in entries {
+            self.metric(
+                "rl_heartbeat_age_ms",
+                &[("node_id", &entry.id), ("addr", &entry.addr)],
+                age as f64,
+            );
+            let owner = self.components.iter_mut().find(|c| {
+                c.kind == "node"
+                    && (c.attr("node_id") == Some(entry.id.as_str()) || c.id == entry.addr)
+            });
+            match owner {
+                Some(c) => {
+                    c.attributes.push(kv("registered", "true"));
+                    c.attributes.push(kv("heartbeat_age_ms", age));
+                    c.attributes.push(kv("registry_source", source));
+                    if c.attr("node_id").is_none() {
+                        c.attributes.push(kv("node_id", &entry.id));
+                    }
+                }
+                None => self.components.push(Component {
+                    id: if entry.addr.is_empty() {
+                        entry.id.clone()
+                    } else {
+                        entry.addr.clone()
+                    },
+                    kind: "node".into(),
+                    address: entry.addr.clone(),
+                    state: ComponentState::Unknown,
+                    attributes: vec![
+                        kv("configured", "false"),
+                        kv("registered", "true"),
+                        kv("node_id", &entry.id),
+                        kv(crate::evidence::MODE, entry.mode.as_str()),
+                        kv("heartbeat_age_ms", age),
+                        kv("registry_source", source),
+                    ],
+                }),
+            }
+        }
+        for c in self
+            .components
+            .iter_mut()
+            .filter(|c| c.kind == "node" && c.attr("registered").is_none())
+        {
+            c.attributes.push(kv("registered", "false"));
+            c.attributes.push(kv("registry_source", source));
+        }
+    }
+
+    /// Redis's own count for a key in a window.
+    pub fn redis_count(&mut self, key: &str, window: u64, count: i64) {
+        self.metric(
+            "rl_redis_count",
+            &[("key", key), ("window", &window.to_string())],
+            count as f64,
+        );
+    }
+
+    /// The TTL scan's result: how many keys it looked at, how many have no TTL, and the
+    /// first few of those by name, with their values.
+    pub fn ttl_scan(&mut self, scanned: usize, without_ttl: usize, named: Vec<(String, String)>) {
+        self.metric("rl_redis_keys_scanned", &[], scanned as f64);
+        self.metric("rl_redis_keys_without_ttl", &[], without_ttl as f64);
+        for (name, value) in named {
+            self.event(
+                "redis",
+                Severity::Warning,
+                KEY_WITHOUT_TTL.into(),
+                vec![kv("key", name), kv("value", value)],
+            );
+        }
+    }
+
+    /// INFO keyspace showed nothing beyond the config keys without a TTL: no scan needed.
+    pub fn no_keys_without_ttl(&mut self) {
+        self.metric("rl_redis_keys_without_ttl", &[], 0.0);
     }
 }
 
@@ -145,14 +407,8 @@ pub fn observe() -> Result<Observation, ObserveError> {
             "missing setting `nodes` (e.g. --set nodes=http://127.0.0.1:7001,http://127.0.0.1:7002)".into(),
         ));
     }
-    let mut snap = Snapshot {
-        now: now_ms(),
-        components: Vec::new(),
-        metrics: Vec::new(),
-        events: Vec::new(),
-        problems: Vec::new(),
-    };
-    let mut view_keys: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    let mut snap = Snapshot::new(now_ms());
+    let mut view_keys = ViewKeys::new();
     for url in &nodes {
         observe_node(&mut snap, url, &mut view_keys);
     }
@@ -177,219 +433,47 @@ pub fn observe() -> Result<Observation, ObserveError> {
         observe_prometheus(&mut snap, &prom);
     }
     observe_logs(&mut snap);
-    Ok(Observation {
-        timestamp_ms: snap.now,
-        components: snap.components,
-        metrics: snap.metrics,
-        events: snap.events,
-        problems: snap.problems,
-    })
+    let obs = snap.finish();
+    for p in &obs.problems {
+        log::warn(format!("{}: {}", p.source, p.message));
+    }
+    Ok(obs)
 }
 
-fn observe_node(snap: &mut Snapshot, url: &str, view_keys: &mut BTreeMap<String, BTreeSet<i64>>) {
+fn observe_node(snap: &mut Snapshot, url: &str, view_keys: &mut ViewKeys) {
     let id = node_component_id(url);
-    let mut attrs = vec![kv("configured", "true")];
-    let health_url = http::join(url, "/healthz");
     // /healthz answers 503 with a JSON body when the node cannot use Redis.
-    let state = match http::get_json_any_status::<Health>(&health_url) {
-        Ok((status, h)) => {
-            attrs.extend([
-                kv("reachable", "true"),
-                kv("node_id", &h.node),
-                kv("status", &h.status),
-                kv("redis", &h.redis),
-                kv("mode", &h.mode),
-                kv("policy", &h.policy),
-                kv("http_status", status),
-            ]);
-            match (status, h.status.as_str()) {
-                (200, "ok") => ComponentState::Up,
-                _ => ComponentState::Degraded,
-            }
-        }
-        Err(e) => {
-            let kind = error_kind(&e);
-            // An answer we cannot read is still an answer: the node is up but misbehaving.
-            let reachable = matches!(kind, "http-status" | "bad-data");
-            attrs.extend([
-                kv("reachable", reachable),
-                kv("error_kind", kind),
-                kv("error", e.to_string()),
-            ]);
-            if reachable {
-                snap.problem(&id, format!("malformed /healthz: {e}"));
-                ComponentState::Unknown
-            } else {
-                ComponentState::Down
-            }
-        }
-    };
-    let answering = state != ComponentState::Down;
-    snap.components.push(Component {
-        id: id.clone(),
-        kind: "node".into(),
-        address: url.into(),
-        state,
-        attributes: attrs,
-    });
-    if !answering {
+    let health = http::get_json_any_status::<Health>(&http::join(url, routes::HEALTHZ));
+    if !snap.node_health(url, health) {
         return;
     }
-    match http::get_text(&http::join(url, "/metrics")) {
-        Ok(text) => match prometheus::parse(&text) {
-            Ok(samples) => {
-                for s in samples
-                    .into_iter()
-                    .filter(|s| s.name.starts_with("ratelimiter_"))
-                {
-                    let mut m = s.into_metric(snap.now);
-                    m.labels.push(kv("node", &id));
-                    snap.metrics.push(m);
-                }
-            }
-            Err(e) => snap.problem(&id, format!("malformed /metrics: {e}")),
-        },
+    match http::get_text(&http::join(url, routes::METRICS)) {
+        Ok(text) => snap.node_metrics(&id, &text),
         Err(e) => snap.problem(&id, format!("cannot read /metrics: {e}")),
     }
-    match http::get_json::<TopKeys>(&http::join(url, "/v1/counters")) {
-        Ok(top) => {
-            for v in top.keys {
-                record_view(snap, &id, &v);
-                let windows = view_keys.entry(v.key.clone()).or_default();
-                windows.insert(v.window_index);
-                windows.insert(v.window_of_tallies);
-                windows.insert(v.window_of_tallies - 1);
-            }
-        }
+    match http::get_json::<CounterList>(&http::join(url, routes::COUNTERS)) {
+        Ok(list) => snap.node_counters(&id, &list, view_keys),
         // 503 while the node cannot reach Redis is expected, not a data problem.
         Err(http::Error::Status { status: 503, .. }) => {}
         Err(e) => snap.problem(&id, format!("cannot read /v1/counters: {e}")),
     }
 }
 
-fn record_view(snap: &mut Snapshot, node: &str, v: &CounterView) {
-    let key = v.key.as_str();
-    // The current window is still filling; the previous one is complete, which is what
-    // makes a sum across nodes exact.
-    for (window, allowed, denied) in [
-        (v.window_of_tallies, v.allowed_in_window, v.denied_in_window),
-        (
-            v.window_of_tallies - 1,
-            v.allowed_in_previous_window,
-            v.denied_in_previous_window,
-        ),
-    ] {
-        let window = window.to_string();
-        let labels = [("node", node), ("key", key), ("window", window.as_str())];
-        snap.metric("rl_view_allowed_in_window", &labels, allowed);
-        snap.metric("rl_view_denied_in_window", &labels, denied);
-    }
-    snap.metric("rl_view_limit", &[("node", node), ("key", key)], v.limit);
-    snap.metric(
-        "rl_view_window_ms",
-        &[("node", node), ("key", key)],
-        v.window_ms,
-    );
-    if let Some(r) = &v.redis {
-        snap.metric(
-            "rl_view_redis_current",
-            &[
-                ("node", node),
-                ("key", key),
-                ("window", &v.window_index.to_string()),
-            ],
-            r.current,
-        );
-    }
-    // Both local windows: a tick that always lands early in a window (the tick interval
-    // equals the window) would otherwise only ever see a nearly empty current one.
-    for (window, count) in [
-        (v.local.window_index, v.local.current),
-        (v.local.window_index - 1, v.local.previous),
-    ] {
-        snap.metric(
-            "rl_view_local_count",
-            &[
-                ("node", node),
-                ("key", key),
-                ("window", &window.to_string()),
-            ],
-            count,
-        );
-    }
-}
-
 /// Reads Redis directly. Returns false when Redis could not be read at all.
-fn observe_redis(
-    snap: &mut Snapshot,
-    url: &str,
-    view_keys: &BTreeMap<String, BTreeSet<i64>>,
-) -> bool {
-    let mut attrs = Vec::new();
+fn observe_redis(snap: &mut Snapshot, url: &str, view_keys: &ViewKeys) -> bool {
     let info = match redis::info(url, None) {
         Ok(info) => info,
         Err(e) => {
-            let unreachable = e.is_unreachable();
-            snap.components.push(Component {
-                id: "redis".into(),
-                kind: "redis".into(),
-                address: url.into(),
-                state: if unreachable {
-                    ComponentState::Down
-                } else {
-                    ComponentState::Degraded
-                },
-                attributes: vec![kv("reachable", !unreachable), kv("error", e.to_string())],
-            });
-            if !unreachable {
-                snap.problem("redis", e.to_string());
-            }
+            snap.redis_failed(url, &e);
             return false;
         }
     };
-    attrs.push(kv("reachable", "true"));
-    for field in [
-        "redis_version",
-        "connected_clients",
-        "instantaneous_ops_per_sec",
-        "used_memory",
-    ] {
-        if let Some(v) = info.get(field) {
-            attrs.push(kv(field, v));
-            if let Ok(n) = v.parse::<f64>() {
-                snap.metric(&format!("redis_{field}"), &[], n);
-            }
-        }
-    }
-    let mut persistent = 0;
-    for (field, value) in &info {
-        if let Some(db) = field.strip_prefix("db") {
-            let ks = redis::parse_keyspace(value);
-            let (keys, expires) = (
-                ks.get("keys").copied().unwrap_or(0),
-                ks.get("expires").copied().unwrap_or(0),
-            );
-            snap.metric("redis_db_keys", &[("db", db)], keys as f64);
-            snap.metric("redis_db_expires", &[("db", db)], expires as f64);
-            if db == "0" {
-                persistent = keys - expires;
-            }
-        }
-    }
-    let config_keys = redis::command(url, &["EXISTS", CONFIG_KEYS[0], CONFIG_KEYS[1]])
+    let [limits, blocked] = keys::CONFIG_KEYS;
+    let config_keys = redis::command(url, &["EXISTS", limits, blocked])
         .ok()
         .and_then(|v| v.as_int())
         .unwrap_or(0);
-    attrs.push(kv("persistent_keys", persistent));
-    attrs.push(kv("config_keys", config_keys));
-    snap.components.push(Component {
-        id: "redis".into(),
-        kind: "redis".into(),
-        address: url.into(),
-        state: ComponentState::Up,
-        attributes: attrs,
-    });
-
+    let persistent = snap.redis_info(url, &info, config_keys);
     let redis_now = redis::command(url, &["TIME"])
         .ok()
         .and_then(|v| {
@@ -404,13 +488,13 @@ fn observe_redis(
     if persistent > config_keys {
         scan_ttls(snap, url);
     } else {
-        snap.metric("rl_redis_keys_without_ttl", &[], 0.0);
+        snap.no_keys_without_ttl();
     }
     true
 }
 
 fn observe_registry(snap: &mut Snapshot, url: &str, redis_now: u64) {
-    let names = match redis::scan(url, &format!("{NODE_PREFIX}*"), 1000) {
+    let names = match redis::scan(url, &format!("{}*", keys::NODE_PREFIX), 1000) {
         Ok(n) => n,
         Err(e) => return snap.problem("redis", format!("scanning the node registry: {e}")),
     };
@@ -427,7 +511,7 @@ fn observe_registry(snap: &mut Snapshot, url: &str, redis_now: u64) {
             let Some(text) = value.as_string() else {
                 continue;
             };
-            match serde_json::from_str::<RegistryEntry>(&text) {
+            match serde_json::from_str::<NodeRecord>(&text) {
                 Ok(e) => {
                     let age = redis_now.saturating_sub(e.last_heartbeat_ms);
                     entries.push((e, age));
@@ -439,41 +523,21 @@ fn observe_registry(snap: &mut Snapshot, url: &str, redis_now: u64) {
             }
         }
     }
-    attach_registry(snap, entries, "redis");
-}
-
-#[derive(Deserialize)]
-struct NodeList {
-    nodes: Vec<RegistryEntryAged>,
-}
-
-#[derive(Deserialize)]
-struct RegistryEntryAged {
-    #[serde(flatten)]
-    entry: RegistryEntry,
-    /// Measured by the node on the Redis clock.
-    age_ms: u64,
+    snap.registry(entries, "redis");
 }
 
 /// The registry as the first answering node reads it (`GET /v1/nodes`).
 fn observe_registry_via_nodes(snap: &mut Snapshot, nodes: &[String]) {
     for url in nodes {
         let id = node_component_id(url);
-        let answering = snap
-            .components
-            .iter()
-            .any(|c| c.id == id && c.attr("reachable") == Some("true"));
-        if !answering {
+        if !snap.answered(&id) {
             continue;
         }
-        match http::get_json::<NodeList>(&http::join(url, "/v1/nodes")) {
+        match http::get_json::<NodeList>(&http::join(url, routes::NODES)) {
             Ok(list) => {
-                let entries = list
-                    .nodes
-                    .into_iter()
-                    .map(|n| (n.entry, n.age_ms))
-                    .collect();
-                return attach_registry(snap, entries, &id);
+                // The age is measured by the node on the Redis clock.
+                let entries = list.nodes.iter().map(|n| (n.record(), n.age_ms)).collect();
+                return snap.registry(entries, &id);
             }
             // 503: this node cannot reach Redis either; another one may.
             Err(http::Error::Status { status: 503, .. }) => {}
@@ -482,65 +546,13 @@ fn observe_registry_via_nodes(snap: &mut Snapshot, nodes: &[String]) {
     }
 }
 
-/// Attaches heartbeats to the configured nodes they belong to (by id or address), adds
-/// registered nodes nobody configured, and marks configured nodes missing from it.
-/// `source` says who read the registry: `redis`, or the node that served `/v1/nodes`.
-fn attach_registry(snap: &mut Snapshot, entries: Vec<(RegistryEntry, u64)>, source: &str) {
-    for (entry, age) in entries {
-        snap.metric(
-            "rl_heartbeat_age_ms",
-            &[("node_id", &entry.id), ("addr", &entry.addr)],
-            age as f64,
-        );
-        let owner = snap.components.iter_mut().find(|c| {
-            c.kind == "node" && (c.attr("node_id") == Some(entry.id.as_str()) || c.id == entry.addr)
-        });
-        match owner {
-            Some(c) => {
-                c.attributes.push(kv("registered", "true"));
-                c.attributes.push(kv("heartbeat_age_ms", age));
-                c.attributes.push(kv("registry_source", source));
-                if c.attr("node_id").is_none() {
-                    c.attributes.push(kv("node_id", &entry.id));
-                }
-            }
-            None => snap.components.push(Component {
-                id: if entry.addr.is_empty() {
-                    entry.id.clone()
-                } else {
-                    entry.addr.clone()
-                },
-                kind: "node".into(),
-                address: entry.addr.clone(),
-                state: ComponentState::Unknown,
-                attributes: vec![
-                    kv("configured", "false"),
-                    kv("registered", "true"),
-                    kv("node_id", &entry.id),
-                    kv("mode", &entry.mode),
-                    kv("heartbeat_age_ms", age),
-                    kv("registry_source", source),
-                ],
-            }),
-        }
-    }
-    for c in snap
-        .components
-        .iter_mut()
-        .filter(|c| c.kind == "node" && c.attr("registered").is_none())
-    {
-        c.attributes.push(kv("registered", "false"));
-        c.attributes.push(kv("registry_source", source));
-    }
-}
-
 /// Redis's own count for every key and window the nodes reported on.
-fn observe_counts(snap: &mut Snapshot, url: &str, view_keys: &BTreeMap<String, BTreeSet<i64>>) {
-    let wanted: Vec<(String, i64, String)> = view_keys
+fn observe_counts(snap: &mut Snapshot, url: &str, view_keys: &ViewKeys) {
+    let wanted: Vec<(&str, u64, String)> = view_keys
         .iter()
         .flat_map(|(k, ws)| {
             ws.iter()
-                .map(move |w| (k.clone(), *w, format!("{COUNTER_PREFIX}{k}:{w}")))
+                .map(move |w| (k.as_str(), *w, keys::counter(k, *w)))
         })
         .collect();
     if wanted.is_empty() {
@@ -551,12 +563,7 @@ fn observe_counts(snap: &mut Snapshot, url: &str, view_keys: &BTreeMap<String, B
     match redis::command(url, &args) {
         Ok(Value::Array(values)) => {
             for ((key, window, _), v) in wanted.iter().zip(values) {
-                let count = v.as_int().unwrap_or(0) as f64;
-                snap.metric(
-                    "rl_redis_count",
-                    &[("key", key), ("window", &window.to_string())],
-                    count,
-                );
+                snap.redis_count(key, *window, v.as_int().unwrap_or(0));
             }
         }
         Ok(_) => {}
@@ -565,10 +572,10 @@ fn observe_counts(snap: &mut Snapshot, url: &str, view_keys: &BTreeMap<String, B
 }
 
 fn scan_ttls(snap: &mut Snapshot, url: &str) {
-    let limit = config::parse_or("ttl_scan_limit", 1000usize).unwrap_or(1000);
+    let limit = config::parse_or("ttl_scan_limit", TTL_SCAN_LIMIT).unwrap_or(TTL_SCAN_LIMIT);
     let mut scanned = 0;
     let mut stuck = Vec::new();
-    for prefix in [COUNTER_PREFIX, NODE_PREFIX] {
+    for prefix in [keys::COUNTER_PREFIX, keys::NODE_PREFIX] {
         let names = match redis::scan(url, &format!("{prefix}*"), limit) {
             Ok(n) => n,
             Err(e) => return snap.problem("redis", format!("scanning {prefix}*: {e}")),
@@ -580,20 +587,19 @@ fn scan_ttls(snap: &mut Snapshot, url: &str) {
             }
         }
     }
-    snap.metric("rl_redis_keys_scanned", &[], scanned as f64);
-    snap.metric("rl_redis_keys_without_ttl", &[], stuck.len() as f64);
-    for name in stuck.iter().take(5) {
-        let value = redis::command(url, &["GET", name])
-            .ok()
-            .and_then(|v| v.as_string())
-            .unwrap_or_default();
-        snap.event(
-            "redis",
-            Severity::Warning,
-            "key without TTL".into(),
-            vec![kv("key", name), kv("value", value)],
-        );
-    }
+    // Every one is counted; the first five are named, with their values.
+    let named: Vec<(String, String)> = stuck
+        .iter()
+        .take(5)
+        .map(|name| {
+            let value = redis::command(url, &["GET", name])
+                .ok()
+                .and_then(|v| v.as_string())
+                .unwrap_or_default();
+            (name.clone(), value)
+        })
+        .collect();
+    snap.ttl_scan(scanned, stuck.len(), named);
 }
 
 /// Warning and error lines from the logs of nodes the user gave a log source for, as
