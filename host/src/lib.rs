@@ -6,6 +6,7 @@
 
 pub mod bundled;
 pub mod cli;
+pub mod diagnosis;
 pub use operator_model as model;
 pub mod monitor;
 pub mod runtime;

@@ -70,10 +70,13 @@ pub struct PluginConfig {
 impl PluginConfig {
     /// Merges the config file (if any) with the flags; flags win.
     pub fn resolve(file: &FileConfig, source: &SourceArgs, grants: &GrantArgs) -> Result<Self> {
-        let subject = source
-            .subject
-            .clone()
-            .or_else(|| source.plugin.is_none().then(|| file.subject.clone()).flatten());
+        let subject = source.subject.clone().or_else(|| {
+            source
+                .plugin
+                .is_none()
+                .then(|| file.subject.clone())
+                .flatten()
+        });
         let plugin = source
             .plugin
             .clone()
@@ -233,7 +236,11 @@ mod tests {
         let c = RunConfig::resolve(&file, &source, &grants(&[("n", "4")]), &flags).unwrap();
         assert!(matches!(&c.plugin.source, PluginSource::Bundled(n) if n == "web"));
         assert_eq!(c.interval, Duration::from_secs(1), "flag wins");
-        assert_eq!(c.plugin.limits.deadline, Duration::from_secs(2), "flag wins");
+        assert_eq!(
+            c.plugin.limits.deadline,
+            Duration::from_secs(2),
+            "flag wins"
+        );
         assert_eq!(c.plugin.limits.memory_bytes, 64 << 20, "file value used");
         assert_eq!(c.db, PathBuf::from("f.db"));
         assert_eq!(c.plugin.settings["n"], "4");

@@ -3,6 +3,7 @@
 
 pub mod action;
 pub mod args;
+pub mod diagnose;
 pub mod observe;
 pub mod output;
 pub mod plugin;
@@ -42,6 +43,8 @@ pub enum Command {
     /// the plugin sees, for plugin authors and for a first look at a cluster. Invariants
     /// that compare two observations (rates, deltas) have nothing to compare here.
     Observe(observe::ObserveArgs),
+    /// Diagnose a ticket's incident again (keeps the earlier records).
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 pub async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -51,5 +54,6 @@ pub async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Plugin(cmd) => plugin::plugin(cmd).await,
         Command::Action(args) => action::action(args).await,
         Command::Observe(args) => observe::observe(args).await,
+        Command::Diagnose(args) => diagnose::diagnose(args).await,
     }
 }

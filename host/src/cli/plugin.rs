@@ -4,9 +4,7 @@ use super::args::Output;
 use super::output::print_json;
 use super::subject_help;
 use crate::bundled;
-use crate::model::{
-    ActionInfo, FailureMode, InvariantInfo, SettingInfo, SubjectMetadata,
-};
+use crate::model::{ActionInfo, FailureMode, InvariantInfo, SettingInfo, SubjectMetadata};
 use crate::runtime::{PluginBuilder, PluginSource, version};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -85,7 +83,9 @@ pub async fn plugin(cmd: PluginCommand) -> Result<()> {
                     bundled::names().join(", ")
                 );
             }
-            let p = PluginBuilder::new(PluginSource::any(&plugin)).build().await?;
+            let p = PluginBuilder::new(PluginSource::any(&plugin))
+                .build()
+                .await?;
             let meta = p.metadata();
             match output {
                 Output::Json => print_json(&Inspection {

@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// Print tick reports as JSON lines.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+    /// Diagnose each ticket that opens: auto (claude when ANTHROPIC_API_KEY is set, else
+    /// offline), offline, claude, openai, or off.
+    #[arg(long, value_enum, default_value_t)]
+    pub diagnose: crate::diagnosis::Mode,
 }
 
 /// One line of `run --output json`.
@@ -79,23 +83,93 @@ pub async fn run(args: RunArgs) -> Result<()> {
         db = %config.db.display(),
         "starting monitor"
     );
+    let mut store = store;
+    store.save_subject(
+        plugin.name(),
+        &serde_json::to_value(plugin.metadata())?,
+        crate::now_ms(),
+    )?;
+    let worker = match crate::diagnosis::backend(args.diagnose)? {
+        Some(backend) => {
+            tracing::info!(
+                backend = backend.name(),
+                model = backend.model(),
+                "diagnosis on"
+            );
+            let store = TicketStore::open(&config.db)
+                .with_context(|| format!("opening ticket database {}", config.db.display()))?;
+            Some(crate::diagnosis::Worker::new(store, backend))
+        }
+        None => {
+            tracing::info!("diagnosis off");
+            None
+        }
+    };
     let mut monitor_config = MonitorConfig::new(config.interval, config.policy);
     monitor_config.once = config.once;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("stopping: the current tick may finish within a second (signal again to abort)");
+        tracing::info!(
+            "stopping: the current tick may finish within a second (signal again to abort)"
+        );
         let _ = stop_tx.send(true);
         wait_for_signal().await;
         std::process::exit(130);
     });
     let output = args.output;
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let diagnosing = worker.map(|w| spawn_worker(w, wake.clone(), stop_rx.clone(), config.once));
     let mut monitor = Monitor::new(plugin, store, monitor_config);
     let ticks = monitor
-        .run(stop_rx, |r| print_report(r, output))
+        .run(stop_rx, |r| {
+            print_report(r, output);
+            if !r.outcome.opened.is_empty() || !r.outcome.rediagnose.is_empty() {
+                wake.notify_one();
+            }
+        })
         .await?;
     tracing::info!(ticks, "monitor stopped");
+    if let Some(handle) = diagnosing {
+        wake.notify_one();
+        if config.once {
+            // One tick: its tickets are diagnosed before the command returns.
+            handle.await?;
+        } else {
+            handle.abort();
+        }
+    }
     Ok(())
+}
+
+/// The diagnosis worker: woken after a tick that opened tickets, and every few seconds for
+/// retries. With `once`, it drains once and ends.
+fn spawn_worker(
+    mut worker: crate::diagnosis::Worker,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    once: bool,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match worker.drain().await {
+                Ok(passes) => {
+                    for p in passes {
+                        tracing::debug!(?p, "diagnosis pass");
+                    }
+                }
+                Err(e) => tracing::error!("diagnosis worker: {e:#}"),
+            }
+            if once {
+                return;
+            }
+        }
+    })
 }
 
 async fn wait_for_signal() {

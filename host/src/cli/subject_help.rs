@@ -31,7 +31,10 @@ pub fn requested(args: &[String]) -> Option<(String, PluginSource)> {
 
 /// The settings section appended to the command's help.
 pub fn render(meta: &SubjectMetadata) -> String {
-    let mut out = format!("Settings of {} {} (--set KEY=VALUE):\n", meta.name, meta.version);
+    let mut out = format!(
+        "Settings of {} {} (--set KEY=VALUE):\n",
+        meta.name, meta.version
+    );
     if meta.settings.is_empty() {
         out.push_str("  (the plugin declares none; it was built against contract 0.1)\n");
     }

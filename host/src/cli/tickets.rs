@@ -5,6 +5,7 @@ use super::output::{format_time, print_json};
 use crate::tickets::{Status, Ticket, TicketStore};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use operator_diagnosis::{Diagnosis, report::ReportInput};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +106,20 @@ pub fn tickets(cmd: TicketsCommand) -> Result<()> {
                         println!("    {} {} {}", format_time(e.at), e.kind, e.detail);
                     }
                     println!("  observations kept: {}", d.observations.len());
+                    if let Some(inc) = &t.incident {
+                        println!("  incident: #{} ({}): {}", inc.id, inc.role, inc.reason);
+                    }
+                    if let Some(record) = &t.diagnosis {
+                        match serde_json::from_value::<Diagnosis>(record.clone()) {
+                            Ok(diag) => {
+                                println!();
+                                print!("{}", report(t, &diag, vec![], color()));
+                            }
+                            Err(e) => println!("  diagnosis: stored record unreadable ({e})"),
+                        }
+                    } else if let Some(err) = &t.diagnosis_state.last_error {
+                        println!("  diagnosis: not yet; last attempt failed: {err}");
+                    }
                 }
             }
         }
@@ -125,19 +140,42 @@ fn print_ticket_table(list: &[Ticket]) {
         return;
     }
     println!(
-        "{:>5}  {:<10} {:<8} {:<9} {:>5}  {:<20} SUMMARY",
-        "ID", "STATUS", "SEVERITY", "INVARIANT", "COUNT", "LAST SEEN"
+        "{:>5}  {:<10} {:<8} {:<9} {:>5}  {:<20} {:<12} SUMMARY",
+        "ID", "STATUS", "SEVERITY", "INVARIANT", "COUNT", "LAST SEEN", "INCIDENT"
     );
     for t in list {
         println!(
-            "{:>5}  {:<10} {:<8} {:<9} {:>5}  {:<20} {}",
+            "{:>5}  {:<10} {:<8} {:<9} {:>5}  {:<20} {:<12} {}",
             t.id,
             t.status.as_str(),
             t.severity.as_str(),
             t.invariant,
             t.count,
             format_time(t.last_seen),
+            t.incident
+                .as_ref()
+                .map(|i| format!("#{} {}", i.id, i.role))
+                .unwrap_or_default(),
             t.summary
         );
     }
+}
+
+/// Colour only on a terminal, and never when NO_COLOR is set.
+pub fn color() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout()) && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// The diagnosis report of a ticket.
+pub fn report(t: &Ticket, d: &Diagnosis, incident_lines: Vec<String>, color: bool) -> String {
+    let input = ReportInput {
+        ticket_line: format!(
+            "#{} {} {} {}: {} ({}, seen {} ticks)",
+            t.id, t.invariant, t.severity, t.component, t.summary, t.status, t.count
+        ),
+        incident_lines,
+        action_command_prefix: format!("operator action --subject {}", t.subject),
+        when: format_time(crate::now_ms()),
+    };
+    operator_diagnosis::report::render(d, &input, color)
 }

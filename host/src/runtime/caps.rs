@@ -29,7 +29,10 @@ fn cap_labels(labels: &mut model::Labels, l: &OutputLimits, cut: &mut usize) {
 
 fn cap_list<T>(list: &mut Vec<T>, max: usize, what: &str, notes: &mut Vec<String>) {
     if list.len() > max {
-        notes.push(format!("{} {what} beyond the cap of {max}", list.len() - max));
+        notes.push(format!(
+            "{} {what} beyond the cap of {max}",
+            list.len() - max
+        ));
         list.truncate(max);
     }
 }
@@ -45,7 +48,12 @@ fn long(s: &mut String, l: &OutputLimits, cut: &mut usize) {
 /// Cuts an observation to the caps; adds one problem saying what was cut.
 pub fn observation(o: &mut Observation, l: &OutputLimits) {
     let mut notes = Vec::new();
-    cap_list(&mut o.components, l.max_components, "components", &mut notes);
+    cap_list(
+        &mut o.components,
+        l.max_components,
+        "components",
+        &mut notes,
+    );
     cap_list(
         &mut o.metrics,
         l.max_metric_samples,
@@ -81,7 +89,9 @@ pub fn observation(o: &mut Observation, l: &OutputLimits) {
         long(&mut p.message, l, &mut cut);
     }
     if cut > 0 {
-        notes.push(format!("{cut} strings or attributes over the length caps were cut"));
+        notes.push(format!(
+            "{cut} strings or attributes over the length caps were cut"
+        ));
     }
     if !notes.is_empty() {
         o.problems.push(Problem {
@@ -121,11 +131,16 @@ pub fn violations(v: &mut Vec<Violation>, l: &OutputLimits) -> Option<Problem> {
         }
     }
     if cut > 0 {
-        notes.push(format!("{cut} violation strings or evidence items over the caps were cut"));
+        notes.push(format!(
+            "{cut} violation strings or evidence items over the caps were cut"
+        ));
     }
     (!notes.is_empty()).then(|| Problem {
         source: SOURCE.into(),
-        message: format!("check-invariants over the host's caps: dropped {}", notes.join("; ")),
+        message: format!(
+            "check-invariants over the host's caps: dropped {}",
+            notes.join("; ")
+        ),
     })
 }
 
@@ -170,7 +185,9 @@ pub fn metadata(m: &mut model::SubjectMetadata, l: &OutputLimits) -> Vec<String>
         }
     }
     if cut > 0 {
-        notes.push(format!("{cut} metadata strings over the length caps were cut"));
+        notes.push(format!(
+            "{cut} metadata strings over the length caps were cut"
+        ));
     }
     notes
 }

@@ -187,8 +187,8 @@ mod tests {
     /// The README's sandbox table states these numbers; keep them in step.
     #[test]
     fn readme_states_the_default_limits() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-            .unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
         let l = Limits::default();
         for needle in [
             format!("| call deadline | {}s", l.deadline.as_secs()),

@@ -46,8 +46,7 @@ use crate::model;
 use allowlist::Allowlist;
 use bindings::{Instance, Pre};
 use state::{
-    CallCounters, HostState, HttpCapability, LogsCapability, Phase, PluginContext,
-    RedisCapability,
+    CallCounters, HostState, HttpCapability, LogsCapability, Phase, PluginContext, RedisCapability,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -87,7 +86,9 @@ pub enum PluginError {
     Setup(String),
     #[error("`{call}` overran its deadline of {limit:?} and was cut off")]
     Deadline { call: String, limit: Duration },
-    #[error("`{call}` exceeded the memory cap of {limit} MiB (the instance asked for {wanted} MiB)")]
+    #[error(
+        "`{call}` exceeded the memory cap of {limit} MiB (the instance asked for {wanted} MiB)"
+    )]
     Memory {
         call: String,
         limit: usize,
@@ -387,8 +388,8 @@ impl PluginBuilder {
             .name
             .clone()
             .unwrap_or_else(|| self.source.default_name(compiled.digest));
-        let log_sources = imports::logs::sources_from_settings(&self.settings)
-            .map_err(PluginError::Setup)?;
+        let log_sources =
+            imports::logs::sources_from_settings(&self.settings).map_err(PluginError::Setup)?;
         let mut explicit = Allowlist::default();
         for entry in &self.allow {
             explicit
@@ -587,21 +588,21 @@ impl Plugin {
         params: &[(String, String)],
         permission: Option<&ActionPermission>,
     ) -> Result<(model::ActionInfo, Result<String, ActionFailure>), PluginError> {
-        let info = self
-            .metadata
-            .action(action)
-            .cloned()
-            .ok_or_else(|| PluginError::UnknownAction {
-                action: action.to_string(),
-                subject: self.name().to_string(),
-                known: self
-                    .metadata
-                    .actions
-                    .iter()
-                    .map(|a| format!("{} ({})", a.id, a.name))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let info =
+            self.metadata
+                .action(action)
+                .cloned()
+                .ok_or_else(|| PluginError::UnknownAction {
+                    action: action.to_string(),
+                    subject: self.name().to_string(),
+                    known: self
+                        .metadata
+                        .actions
+                        .iter()
+                        .map(|a| format!("{} ({})", a.id, a.name))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
         check_params(&info, params)?;
         let phase = match (info.mutates, permission) {
             (false, _) => Phase::ReadOnly,
@@ -931,9 +932,6 @@ mod tests {
         let b = PluginSource::file("/y/web.wasm").default_name(digest(b"two"));
         assert!(a.starts_with("web@") && b.starts_with("web@"));
         assert_ne!(a, b);
-        assert_eq!(
-            PluginSource::bundled("web").default_name(0),
-            "web"
-        );
+        assert_eq!(PluginSource::bundled("web").default_name(0), "web");
     }
 }

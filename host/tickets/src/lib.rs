@@ -188,6 +188,37 @@ impl TicketStore {
         self.get(id)
     }
 
+    /// Records what the subject's plugin declares (its metadata, as JSON), for diagnoses
+    /// run later from the database alone.
+    pub fn save_subject(
+        &mut self,
+        name: &str,
+        metadata: &serde_json::Value,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO subjects (name, metadata, updated_at) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(name) DO UPDATE SET metadata = excluded.metadata, updated_at = excluded.updated_at",
+            rusqlite::params![name, metadata.to_string(), at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// The metadata last saved for `name`.
+    pub fn subject_metadata(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT metadata FROM subjects WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("subject {name}: {e}")))
+    }
+
     pub fn heartbeats(&self) -> Result<Vec<Heartbeat>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT subject, tick, last_tick_at, duration_ms, ok, error, pid FROM heartbeat ORDER BY subject",

@@ -135,6 +135,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX diagnoses_by_ticket ON diagnoses(ticket_id, id);
     "#,
+    // v3: what each subject's plugin declared, so a diagnosis run later (`operator
+    // diagnose ID`) sees the same invariants, actions and failure modes.
+    r#"
+    CREATE TABLE subjects (
+        name        TEXT PRIMARY KEY,
+        metadata    TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

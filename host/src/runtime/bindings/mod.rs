@@ -228,10 +228,13 @@ mod tests {
                 .collect::<Vec<_>>()
         });
         let supported: Vec<&str> = ContractVersion::ALL.iter().map(|v| v.as_str()).collect();
-        assert_eq!(folders, supported, "every frozen WIT folder has host bindings");
+        assert_eq!(
+            folders, supported,
+            "every frozen WIT folder has host bindings"
+        );
         for v in &supported {
-            let wit = std::fs::read_to_string(root.join(format!("wit/since_v{v}/subject.wit")))
-                .unwrap();
+            let wit =
+                std::fs::read_to_string(root.join(format!("wit/since_v{v}/subject.wit"))).unwrap();
             assert!(
                 wit.contains(&format!("package operator:subject@{v};")),
                 "wit/since_v{v} declares another package version"

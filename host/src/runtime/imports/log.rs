@@ -49,7 +49,10 @@ mod tests {
     fn newlines_cannot_forge_host_lines() {
         let forged = "ok\n2026-01-01T00:00:00Z  INFO operator: tick ok\r\x1b[2J";
         let e = super::escape(forged);
-        assert!(!e.contains('\n') && !e.contains('\r') && !e.contains('\x1b'), "{e}");
+        assert!(
+            !e.contains('\n') && !e.contains('\r') && !e.contains('\x1b'),
+            "{e}"
+        );
         assert!(e.contains("\\n2026"), "{e}");
     }
 }

@@ -109,7 +109,8 @@ impl Host for HostState {
         match source {
             LogSource::File(path) => {
                 let read = tokio::task::spawn_blocking(move || {
-                    tail_file(&path, n, &limits).map_err(|e| format!("reading {}: {e}", path.display()))
+                    tail_file(&path, n, &limits)
+                        .map_err(|e| format!("reading {}: {e}", path.display()))
                 });
                 match tokio::time::timeout(remaining, read).await {
                     Ok(Ok(r)) => r,
@@ -183,8 +184,10 @@ mod tests {
         let l = crate::runtime::limits::Limits::default().logs;
         let got = tail_file(&path, 5, &l).unwrap();
         assert_eq!(got.last().map(String::as_str), Some("last"));
-        assert!(got.iter().all(|g| g.len() <= l.max_line_bytes), "lines are cut");
-
+        assert!(
+            got.iter().all(|g| g.len() <= l.max_line_bytes),
+            "lines are cut"
+        );
     }
 
     #[test]

@@ -158,8 +158,7 @@ impl Target {
             "redis" => {}
             "rediss" => {
                 return Err(RedisError::Other(
-                    "rediss:// (TLS) is not supported by the redis capability; use redis://"
-                        .into(),
+                    "rediss:// (TLS) is not supported by the redis capability; use redis://".into(),
                 ));
             }
             other => {
@@ -174,9 +173,9 @@ impl Target {
             .to_string();
         let db = match url.path().trim_matches('/') {
             "" => 0,
-            p => p
-                .parse()
-                .map_err(|_| RedisError::Other(format!("`{url}`: database `{p}` is not a number")))?,
+            p => p.parse().map_err(|_| {
+                RedisError::Other(format!("`{url}`: database `{p}` is not a number"))
+            })?,
         };
         let user = Some(url.username().to_string()).filter(|u| !u.is_empty());
         Ok(Target {
@@ -412,7 +411,11 @@ async fn connect(target: &Target, limits: &RedisLimits) -> Result<Conn, RedisErr
 }
 
 impl Host for HostState {
-    async fn command(&mut self, url: String, args: Vec<String>) -> Result<Vec<RedisValue>, RedisError> {
+    async fn command(
+        &mut self,
+        url: String,
+        args: Vec<String>,
+    ) -> Result<Vec<RedisValue>, RedisError> {
         let limits = self.ctx.redis.limits;
         self.calls.redis_commands += 1;
         if self.calls.redis_commands > limits.max_commands_per_call {
@@ -517,7 +520,10 @@ mod tests {
     async fn parse(bytes: &[u8], l: &RedisLimits) -> Result<Vec<RedisValue>, ReadError> {
         let mut r = BufReader::new(bytes);
         let mut out = Vec::new();
-        ReplyReader::new(l).read(&mut r, &mut out).await.map(|_| out)
+        ReplyReader::new(l)
+            .read(&mut r, &mut out)
+            .await
+            .map(|_| out)
     }
 
     #[tokio::test]
