@@ -14,7 +14,7 @@ use crate::record::clip;
 use operator_model::{Component, Observation, Severity, SubjectMetadata};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Default token budget of a context.
 pub const DEFAULT_BUDGET_TOKENS: usize = 6000;
@@ -211,56 +211,95 @@ pub(crate) fn fmt_num(n: f64) -> String {
 /// Signals of one point: reference → (value, component, kind-of-component).
 type Signals = BTreeMap<String, (Val, Option<String>, SignalKind)>;
 
-fn label_text(labels: &BTreeMap<String, String>) -> String {
-    let inner: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
-/// Labels whose value is an integer are treated as time buckets (window numbers,
-/// indexes): the series is keyed without them and the maximum is kept, so a window
-/// rolling over is not reported as a series vanishing and another appearing.
-fn collapse_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    labels
-        .iter()
-        .filter(|(_, v)| v.parse::<i64>().is_err())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// Appends `{k="v",...}` (values quoted like JSON strings).
+fn write_labels<'a>(out: &mut String, labels: impl Iterator<Item = (&'a String, &'a String)>) {
+    out.push('{');
+    for (i, (k, v)) in labels.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
 }
 
 /// Reference of a metric series (a gauge, as sampled).
 pub fn metric_ref(name: &str, labels: &BTreeMap<String, String>) -> String {
-    format!("metric:{name}{}", label_text(labels))
+    let mut s = String::with_capacity(16 + name.len() + 24 * labels.len());
+    s.push_str("metric:");
+    s.push_str(name);
+    write_labels(&mut s, labels.iter());
+    s
 }
 
 fn is_counter(name: &str) -> bool {
     name.ends_with("_total") || name.ends_with("_count") || name.ends_with("_sum")
 }
 
-/// The component a series belongs to: a label value that names a known component.
-fn series_component(labels: &BTreeMap<String, String>, ids: &BTreeSet<&str>) -> Option<String> {
-    labels.values().find(|v| ids.contains(v.as_str())).cloned()
+/// One series of an observation.
+struct Series {
+    value: f64,
+    /// The key is `name{labels}`: the name is its first `name_len` bytes.
+    name_len: usize,
+    /// A label value that names a component of the observation.
+    component: Option<String>,
 }
 
-/// Raw gauge values of one observation, with integer-valued labels collapsed.
-fn gauges(obs: &Observation) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
-    let mut out: BTreeMap<(String, BTreeMap<String, String>), f64> = BTreeMap::new();
+/// Series of one observation keyed `name{labels}`. Labels whose value is an integer are
+/// treated as time buckets (window numbers, indexes): the series is keyed without them
+/// and the maximum is kept, so a window rolling over is not reported as a series
+/// vanishing and another appearing. Histogram buckets are left out.
+type Gauges = HashMap<String, Series>;
+
+fn gauges(obs: &Observation) -> Gauges {
+    let ids: BTreeSet<&str> = obs.components.iter().map(|c| c.id.as_str()).collect();
+    let mut out: Gauges = HashMap::with_capacity(obs.metrics.len());
     for m in &obs.metrics {
         if m.name.ends_with("_bucket") || !m.value.is_finite() {
             continue;
         }
-        let key = (m.name.clone(), collapse_labels(&m.labels));
-        let slot = out.entry(key).or_insert(f64::MIN);
-        *slot = slot.max(m.value);
+        let mut key = String::with_capacity(m.name.len() + 24 * m.labels.len());
+        key.push_str(&m.name);
+        write_labels(
+            &mut key,
+            m.labels.iter().filter(|(_, v)| v.parse::<i64>().is_err()),
+        );
+        match out.get_mut(&key) {
+            Some(s) => s.value = s.value.max(m.value),
+            None => {
+                let component = m
+                    .labels
+                    .values()
+                    .find(|v| ids.contains(v.as_str()))
+                    .cloned();
+                out.insert(
+                    key,
+                    Series {
+                        value: m.value,
+                        name_len: m.name.len(),
+                        component,
+                    },
+                );
+            }
+        }
     }
     out
 }
 
-fn signals(prev: Option<&Observation>, obs: &Observation) -> Signals {
+/// The signals of one point: component states and attributes, gauges, counter rates and
+/// histogram interval means (`prev` is the previous point's series and timestamp).
+fn signals(prev: Option<(&Gauges, u64)>, obs: &Observation, now: &Gauges) -> Signals {
     let mut s = Signals::new();
-    let ids: BTreeSet<&str> = obs.components.iter().map(|c| c.id.as_str()).collect();
     for c in &obs.components {
         s.insert(
             format!("component:{}.state", c.id),
@@ -281,34 +320,36 @@ fn signals(prev: Option<&Observation>, obs: &Observation) -> Signals {
             );
         }
     }
-    let now = gauges(obs);
-    let before = prev.map(gauges).unwrap_or_default();
     let dt = prev
-        .map(|p| obs.timestamp_ms.saturating_sub(p.timestamp_ms) as f64 / 1000.0)
+        .map(|(_, ts)| obs.timestamp_ms.saturating_sub(ts) as f64 / 1000.0)
         .filter(|d| *d > 0.0);
-    for ((name, labels), value) in &now {
-        let comp = series_component(labels, &ids);
+    for (key, series) in now {
+        let (name, labels) = key.split_at(series.name_len);
+        let comp = series.component.clone();
         if !is_counter(name) {
             s.insert(
-                metric_ref(name, labels),
-                (Val::Num(*value), comp, SignalKind::Metric),
+                format!("metric:{key}"),
+                (Val::Num(series.value), comp, SignalKind::Metric),
             );
             continue;
         }
         // Counters only say something as rates; histograms as the mean of this interval.
-        let (Some(dt), Some(b)) = (dt, before.get(&(name.clone(), labels.clone()))) else {
+        let (Some(dt), Some(b)) = (dt, prev.and_then(|(p, _)| p.get(key)).map(|b| b.value)) else {
             continue;
         };
+        let value = series.value;
         if value < b {
             continue; // a restart: the delta is unknown
         }
         if let Some(base) = name.strip_suffix("_sum") {
-            let count_key = (format!("{base}_count"), labels.clone());
-            if let (Some(c1), Some(c0)) = (now.get(&count_key), before.get(&count_key))
+            let count_key = format!("{base}_count{labels}");
+            let c1 = now.get(&count_key).map(|c| c.value);
+            let c0 = prev.and_then(|(p, _)| p.get(&count_key)).map(|c| c.value);
+            if let (Some(c1), Some(c0)) = (c1, c0)
                 && c1 > c0
             {
                 s.insert(
-                    format!("mean:{base}{}", label_text(labels)),
+                    format!("mean:{base}{labels}"),
                     (
                         (Val::Num((value - b) / (c1 - c0))),
                         comp,
@@ -319,11 +360,26 @@ fn signals(prev: Option<&Observation>, obs: &Observation) -> Signals {
             continue;
         }
         s.insert(
-            format!("rate:{name}{}", label_text(labels)),
+            format!("rate:{key}"),
             (Val::Num((value - b) / dt), comp, SignalKind::Metric),
         );
     }
     s
+}
+
+/// Signals of every point of a history.
+fn all_signals(history: &[ObservationPoint]) -> Vec<Signals> {
+    let gs: Vec<Gauges> = history.iter().map(|p| gauges(&p.observation)).collect();
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let prev = i
+                .checked_sub(1)
+                .map(|j| (&gs[j], history[j].observation.timestamp_ms));
+            signals(prev, &p.observation, &gs[i])
+        })
+        .collect()
 }
 
 fn sev_weight(s: Severity) -> f32 {
@@ -353,16 +409,7 @@ impl Context {
         }
         .filter(|b| Some(*b) != current);
 
-        let per_point: Vec<Signals> = history
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                signals(
-                    i.checked_sub(1).map(|j| &history[j].observation),
-                    &p.observation,
-                )
-            })
-            .collect();
+        let per_point: Vec<Signals> = all_signals(history);
 
         let mut refs = BTreeSet::new();
         let mut mentions = BTreeSet::new();
@@ -382,16 +429,20 @@ impl Context {
                 mentions.insert(t.component.clone());
             }
         }
-        for (i, p) in history.iter().enumerate() {
-            refs.extend(per_point[i].keys().cloned());
+        for p in history {
             for c in &p.observation.components {
                 mentions.insert(c.id.clone());
                 mentions.insert(c.address.clone());
                 mentions.extend(c.attributes.values().cloned());
             }
+            // Raw series are not listed in `refs` (thousands per point): `has_ref` looks
+            // them up in the history when a backend cites one.
             for m in &p.observation.metrics {
-                refs.insert(metric_ref(&m.name, &m.labels));
-                mentions.extend(m.labels.values().cloned());
+                for v in m.labels.values() {
+                    if !mentions.contains(v) {
+                        mentions.insert(v.clone());
+                    }
+                }
             }
             for (j, e) in p.observation.events.iter().enumerate() {
                 refs.insert(format!("event:{}.{j}", p.tick));
@@ -416,6 +467,9 @@ impl Context {
         if let Some(cur) = current {
             ctx.changes = ctx.compute_changes(&per_point, baseline, cur);
             ctx.events = ctx.collect_events(baseline);
+        }
+        for sigs in per_point {
+            ctx.refs.extend(sigs.into_keys());
         }
         ctx.trim();
         ctx
@@ -849,9 +903,16 @@ impl Context {
     /// that were trimmed from the rendering: the tools can show them).
     pub fn has_ref(&self, reference: &str) -> bool {
         self.refs.contains(reference)
+            || reference.starts_with("metric:")
+                && self.input.history.iter().any(|p| {
+                    p.observation
+                        .metrics
+                        .iter()
+                        .any(|m| metric_ref(&m.name, &m.labels) == reference)
+                })
     }
 
-    /// Every valid reference.
+    /// The valid references, except raw metric series (see [`Context::has_ref`]).
     pub fn refs(&self) -> &BTreeSet<String> {
         &self.refs
     }
@@ -890,11 +951,16 @@ impl Context {
                        "state": c.state.as_str(), "attributes": attrs})
             })
             .collect();
-        let mut metrics: Vec<Value> = gauges(o)
+        let mut series: Vec<(String, f64)> = gauges(o)
             .into_iter()
-            .filter(|((n, _), _)| !is_counter(n))
+            .filter(|(k, s)| !is_counter(&k[..s.name_len]))
+            .map(|(k, s)| (k, s.value))
+            .collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut metrics: Vec<Value> = series
+            .into_iter()
             .take(MAX_TOOL_SERIES)
-            .map(|((n, l), v)| json!({"ref": clip(&metric_ref(&n, &l), ITEM_CAP), "value": fmt_num(v)}))
+            .map(|(k, v)| json!({"ref": clip(&format!("metric:{k}"), ITEM_CAP), "value": fmt_num(v)}))
             .collect();
         let n_metrics = metrics.len();
         if n_metrics == MAX_TOOL_SERIES {
@@ -928,9 +994,8 @@ impl Context {
     pub fn metric_history(&self, name: &str, labels: &BTreeMap<String, String>) -> Value {
         let mut series: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         let history = &self.input.history;
-        for (i, p) in history.iter().enumerate() {
-            let prev = i.checked_sub(1).map(|j| &history[j].observation);
-            for (reference, (v, ..)) in signals(prev, &p.observation) {
+        for (p, sigs) in history.iter().zip(all_signals(history)) {
+            for (reference, (v, ..)) in sigs {
                 let Some(rest) = reference.split_once(':').map(|(_, r)| r) else {
                     continue;
                 };
@@ -993,11 +1058,7 @@ pub fn metadata_json(m: &SubjectMetadata) -> Value {
 
 fn clip_strings(v: &mut Value, max: usize) {
     match v {
-        Value::String(s) => {
-            if s.chars().count() > max {
-                *s = clip(s, max);
-            }
-        }
+        Value::String(s) if s.chars().count() > max => *s = clip(s, max),
         Value::Array(a) => a.iter_mut().for_each(|x| clip_strings(x, max)),
         Value::Object(o) => o.values_mut().for_each(|x| clip_strings(x, max)),
         _ => {}

@@ -639,10 +639,14 @@ pub fn answer(ctx: &Context) -> Answer {
             if let Some(fm) = ctx.metadata().failure_modes.iter().find(|f| f.id == b.failure_mode) {
                 w.extend(fm.signals_against.iter().map(|s| format!("seeing that {}", s.description)));
             }
-            if let Some(h) = others.first() {
-                if !h.missing_for.is_empty() {
-                    w.push(format!("{}'s missing signs appearing ({})", h.failure_mode, h.missing_for.join("; ")));
-                }
+            if let Some(h) = others.first()
+                && !h.missing_for.is_empty()
+            {
+                w.push(format!(
+                    "{}'s missing signs appearing ({})",
+                    h.failure_mode,
+                    h.missing_for.join("; ")
+                ));
             }
             if persist < 2 {
                 w.push("the violation clearing on the next tick (a blip)".into());
