@@ -304,6 +304,30 @@ fn build_incident(
     }
 }
 
+/// A digest of what an incident's diagnosis depends on: which invariants fire on which
+/// components, and the state of those components in the latest observation. The host
+/// diagnoses again when it changes (a new invariant joins, a component changes state),
+/// not on every tick. Counts, timestamps and evidence values are left out on purpose:
+/// they move every tick.
+pub fn fingerprint(
+    tickets: &[TicketFacts],
+    latest: Option<&operator_model::Observation>,
+) -> String {
+    let mut parts: Vec<String> = tickets
+        .iter()
+        .filter(|t| !t.resolved)
+        .map(|t| {
+            let state = latest
+                .and_then(|o| o.components.iter().find(|c| c.id == t.component))
+                .map_or("-", |c| c.state.as_str());
+            format!("{}@{}={state}", t.invariant, t.subject_label())
+        })
+        .collect();
+    parts.sort();
+    parts.dedup();
+    parts.join(";")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

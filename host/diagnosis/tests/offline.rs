@@ -134,3 +134,27 @@ fn unrelated_tickets_far_apart_are_separate_incidents() {
     let all: Vec<_> = a.into_iter().chain(b).collect();
     assert_eq!(incident::group(&all, &[]).len(), 2);
 }
+
+#[test]
+fn fingerprint_moves_with_material_changes_only() {
+    let fx = load("partition");
+    let latest = fx.history.last().map(|p| &p.observation);
+    let all = incident::fingerprint(&fx.tickets, latest);
+    // Counts and evidence values moving do not change it.
+    let mut later = fx.tickets.clone();
+    for t in &mut later {
+        t.count += 5;
+        t.last_tick += 5;
+        t.evidence.push(("local_count".into(), "99".into()));
+    }
+    assert_eq!(incident::fingerprint(&later, latest), all);
+    // A new invariant joining does.
+    let fewer = &fx.tickets[..2];
+    assert_ne!(incident::fingerprint(fewer, latest), all);
+    // A component changing state does.
+    let mut obs = latest.unwrap().clone();
+    for c in &mut obs.components {
+        c.state = operator_model::ComponentState::Down;
+    }
+    assert_ne!(incident::fingerprint(&fx.tickets, Some(&obs)), all);
+}

@@ -88,7 +88,8 @@ pub enum DiagnoseError {
 }
 
 impl DiagnoseError {
-    /// Whether trying again later may succeed (the host backs off and retries these).
+    /// Whether trying again later may succeed (the host backs off and retries these). A
+    /// rejected model answer may be right next time; a rejected offline answer will not.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -100,7 +101,7 @@ impl DiagnoseError {
                 | DiagnoseError::Malformed { .. }
                 | DiagnoseError::StepCap(_)
                 | DiagnoseError::MaxTokens
-        )
+        ) || matches!(self, DiagnoseError::Rejected { raw, .. } if !raw.is_empty())
     }
 
     /// The delay the backend asked for, if any.
