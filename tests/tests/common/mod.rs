@@ -67,23 +67,27 @@ impl Cluster {
     }
 
     pub fn operator(&self, db: std::path::PathBuf) -> OperatorRun {
+        self.operator_with(db, &[])
+    }
+
+    /// `operator run` on this cluster with extra flags.
+    pub fn operator_with(&self, db: std::path::PathBuf, extra: &[&str]) -> OperatorRun {
         let nodes = format!("nodes={}", self.urls().join(","));
         let redis = format!("redis={}", self.redis.url());
         let resolve = RESOLVE_AFTER.to_string();
-        OperatorRun::start(
-            db,
-            &[
-                "--subject",
-                "ratelimiter",
-                "--set",
-                &nodes,
-                "--set",
-                &redis,
-                "--interval",
-                "1s",
-                "--resolve-after",
-                &resolve,
-            ],
-        )
+        let mut args = vec![
+            "--subject",
+            "ratelimiter",
+            "--set",
+            &nodes,
+            "--set",
+            &redis,
+            "--interval",
+            "1s",
+            "--resolve-after",
+            &resolve,
+        ];
+        args.extend_from_slice(extra);
+        OperatorRun::start(db, &args)
     }
 }
