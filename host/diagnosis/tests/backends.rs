@@ -253,12 +253,56 @@ async fn claude_unreachable() {
 
 #[tokio::test]
 async fn claude_malformed_final_answer() {
-    let stub = Stub::start(vec![submit_reply(json!({"summary": "half an answer"}))]).await;
+    let half = || submit_reply(json!({"summary": "half an answer"}));
+    let stub = Stub::start(vec![half(), half()]).await;
     let e = claude(&stub).diagnose(ctx()).await.unwrap_err();
     match e {
         DiagnoseError::Malformed { raw, .. } => assert!(raw.contains("half an answer")),
         other => panic!("{other:?}"),
     }
+    // The first one went back to the model as a tool error, once.
+    let reqs = stub.requests();
+    assert_eq!(reqs.len(), 2);
+    let back = reqs[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(back["content"][0]["type"], "tool_result");
+    assert_eq!(back["content"][0]["tool_use_id"], "toolu_9");
+    assert_eq!(back["content"][0]["is_error"], true);
+    assert!(
+        back["content"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("malformed")
+    );
+}
+
+#[tokio::test]
+async fn claude_corrects_a_rejected_answer_once() {
+    let mut bad = good_answer(ctx());
+    bad["evidence"][0]["reference"] = json!("ticket:31.evidence.invented");
+    let stub = Stub::start(vec![submit_reply(bad), submit_reply(good_answer(ctx()))]).await;
+    let d = claude(&stub)
+        .diagnose(ctx())
+        .await
+        .expect("second answer validates");
+    assert_eq!(d.root_cause.failure_mode, "FM-04");
+    let reqs = stub.requests();
+    let back = reqs[1].body["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        back["content"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("ticket:31.evidence.invented")
+    );
 }
 
 #[tokio::test]
@@ -295,7 +339,7 @@ async fn claude_undeclared_action_is_rejected_with_the_raw_answer() {
     let mut a = good_answer(ctx());
     a["recommended_action"] =
         json!({"action": "restart-cluster", "params": {}, "rationale": "why not"});
-    let stub = Stub::start(vec![submit_reply(a)]).await;
+    let stub = Stub::start(vec![submit_reply(a.clone()), submit_reply(a)]).await;
     match claude(&stub).diagnose(ctx()).await.unwrap_err() {
         DiagnoseError::Rejected { rejection, raw } => {
             assert!(
@@ -515,7 +559,11 @@ async fn openai_timeout_malformed_refusal_length() {
         ),
     );
     let stub = Stub::start(vec![bad, refusal, length]).await;
-    let b = openai(&stub, None);
+    let Backend::OpenAi(mut c) = openai(&stub, None) else {
+        unreachable!()
+    };
+    c.max_corrections = 0;
+    let b = Backend::OpenAi(c);
     assert!(matches!(
         b.diagnose(ctx()).await.unwrap_err(),
         DiagnoseError::Malformed { .. }
@@ -534,7 +582,7 @@ async fn openai_undeclared_action_is_rejected() {
     let mut a = good_answer(ctx());
     a["recommended_action"] = json!({"action": "ACT-99", "params": {}, "rationale": "x"});
     a["evidence"][0]["reference"] = json!("metric:made_up{}");
-    let stub = Stub::start(vec![oa_submit(&a)]).await;
+    let stub = Stub::start(vec![oa_submit(&a), oa_submit(&a)]).await;
     match openai(&stub, None).diagnose(ctx()).await.unwrap_err() {
         DiagnoseError::Rejected { rejection, .. } => {
             assert!(
@@ -551,4 +599,12 @@ async fn openai_undeclared_action_is_rejected() {
         }
         other => panic!("{other:?}"),
     }
+    // The first rejection went back as the tool's result, once.
+    let reqs = stub.requests();
+    assert_eq!(reqs.len(), 2);
+    let m = reqs[1].body["messages"].as_array().unwrap();
+    let last = m.last().unwrap();
+    assert_eq!(last["role"], "tool");
+    assert_eq!(last["tool_call_id"], "call_9");
+    assert!(last["content"].as_str().unwrap().contains("ACT-99"));
 }

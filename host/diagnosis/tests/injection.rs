@@ -121,6 +121,7 @@ async fn injected_text_is_only_quoted_data_and_validation_holds() {
     let mut cfg = ClaudeConfig::with_key("k");
     cfg.base_url = stub.url();
     cfg.timeout = Duration::from_secs(5);
+    cfg.max_corrections = 0;
     let b = Backend::Claude(cfg);
     for want in [
         "names nothing observed",
@@ -190,7 +191,9 @@ async fn openai_prompt_quotes_the_injection_too() {
         "usage": {"prompt_tokens": 1, "completion_tokens": 1}}),
     );
     let stub = Stub::start(vec![reply]).await;
-    let b = Backend::OpenAi(OpenAiConfig::new(format!("{}/v1", stub.url()), "m", None));
+    let mut cfg = OpenAiConfig::new(format!("{}/v1", stub.url()), "m", None);
+    cfg.max_corrections = 0;
+    let b = Backend::OpenAi(cfg);
     assert!(matches!(
         b.diagnose(&ctx).await.unwrap_err(),
         DiagnoseError::Rejected { .. }

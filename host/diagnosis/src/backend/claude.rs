@@ -29,6 +29,9 @@ pub struct ClaudeConfig {
     /// Per-request deadline.
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// How many times a rejected or malformed final answer is sent back to the model,
+    /// with the reasons, for another try (within `max_steps`).
+    pub max_corrections: u32,
 }
 
 impl fmt::Debug for ClaudeConfig {
@@ -42,6 +45,7 @@ impl fmt::Debug for ClaudeConfig {
             .field("max_steps", &self.max_steps)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("max_corrections", &self.max_corrections)
             .finish()
     }
 }
@@ -66,6 +70,7 @@ impl ClaudeConfig {
             max_steps: 8,
             timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
+            max_corrections: 1,
         }
     }
 }
@@ -100,6 +105,7 @@ pub(super) async fn diagnose(
         ("content-type", "application/json"),
     ];
     let (mut tokens_in, mut tokens_out) = (0u64, 0u64);
+    let mut corrections = 0;
     for step in 0..cfg.max_steps {
         let body = json!({
             "model": cfg.model,
@@ -141,6 +147,7 @@ pub(super) async fn diagnose(
             });
         }
         let uses: Vec<&Value> = content.iter().filter(|b| b["type"] == "tool_use").collect();
+        let mut correction = None;
         if let Some(submit) = uses.iter().find(|b| b["name"] == SUBMIT) {
             let run = RunInfo {
                 backend: "claude".into(),
@@ -149,7 +156,16 @@ pub(super) async fn diagnose(
                 tokens_out,
                 duration_ms: started.elapsed().as_millis() as u64,
             };
-            return finish(&submit["input"], ctx, run);
+            match finish(&submit["input"], ctx, run) {
+                Err(e @ (DiagnoseError::Rejected { .. } | DiagnoseError::Malformed { .. }))
+                    if corrections < cfg.max_corrections =>
+                {
+                    corrections += 1;
+                    tracing::info!(step, error = %e, "claude: final answer refused, asking again");
+                    correction = Some(e.to_string());
+                }
+                other => return other,
+            }
         }
         messages.push(json!({"role": "assistant", "content": content}));
         if uses.is_empty() {
@@ -162,7 +178,13 @@ pub(super) async fn diagnose(
             .iter()
             .map(|u| {
                 let name = u["name"].as_str().unwrap_or("");
-                let (text, is_error) = tools::run(ctx, name, &u["input"]);
+                let (text, is_error) = match (&correction, name == SUBMIT) {
+                    (Some(why), true) => (
+                        format!("{why}. Fix these and call submit_diagnosis again."),
+                        true,
+                    ),
+                    _ => tools::run(ctx, name, &u["input"]),
+                };
                 tracing::debug!(step, tool = name, is_error, "claude tool call");
                 let mut r = json!({"type": "tool_result", "tool_use_id": u["id"], "content": text});
                 if is_error {

@@ -24,6 +24,9 @@ pub struct OpenAiConfig {
     pub max_steps: usize,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// How many times a rejected or malformed final answer is sent back to the model,
+    /// with the reasons, for another try (within `max_steps`).
+    pub max_corrections: u32,
 }
 
 impl fmt::Debug for OpenAiConfig {
@@ -36,6 +39,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("max_steps", &self.max_steps)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("max_corrections", &self.max_corrections)
             .finish()
     }
 }
@@ -60,6 +64,7 @@ impl OpenAiConfig {
             max_steps: 8,
             timeout: Duration::from_secs(120),
             retry: RetryPolicy::default(),
+            max_corrections: 1,
         }
     }
 }
@@ -90,6 +95,7 @@ pub(super) async fn diagnose(
         json!({"role": "user", "content": prompt::task(&ctx.render_data())}),
     ];
     let (mut tokens_in, mut tokens_out) = (0u64, 0u64);
+    let mut corrections = 0;
     for step in 0..cfg.max_steps {
         let body = json!({
             "model": cfg.model,
@@ -134,19 +140,29 @@ pub(super) async fn diagnose(
             .as_array()
             .cloned()
             .unwrap_or_default();
+        let mut correction = None;
         if let Some(submit) = calls.iter().find(|c| c["function"]["name"] == SUBMIT) {
             let args = &submit["function"]["arguments"];
             // `arguments` is a JSON string; some servers send the object itself.
-            let input = match args {
-                Value::String(s) => {
-                    serde_json::from_str(s).map_err(|e| DiagnoseError::Malformed {
+            let outcome = match args {
+                Value::String(s) => serde_json::from_str(s)
+                    .map_err(|e| DiagnoseError::Malformed {
                         reason: format!("submit_diagnosis arguments are not JSON: {e}"),
                         raw: crate::record::clip(s, 8000),
-                    })?
-                }
-                other => other.clone(),
+                    })
+                    .and_then(|input| finish(&input, ctx, run())),
+                other => finish(other, ctx, run()),
             };
-            return finish(&input, ctx, run());
+            match outcome {
+                Err(e @ (DiagnoseError::Rejected { .. } | DiagnoseError::Malformed { .. }))
+                    if corrections < cfg.max_corrections =>
+                {
+                    corrections += 1;
+                    tracing::info!(step, error = %e, "openai-compatible: final answer refused, asking again");
+                    correction = Some(e.to_string());
+                }
+                other => return other,
+            }
         }
         if calls.is_empty() {
             // Some local models answer in text: accept a bare JSON record.
@@ -167,7 +183,12 @@ pub(super) async fn diagnose(
                 Value::String(s) => serde_json::from_str(s).unwrap_or(Value::Null),
                 other => other.clone(),
             };
-            let (text, is_error) = if input.is_object() || input.is_null() {
+            let (text, is_error) = if let (Some(why), true) = (&correction, name == SUBMIT) {
+                (
+                    format!("{why}. Fix these and call submit_diagnosis again."),
+                    true,
+                )
+            } else if input.is_object() || input.is_null() {
                 tools::run(ctx, name, &input)
             } else {
                 ("arguments must be a JSON object".to_string(), true)
