@@ -132,6 +132,9 @@ pub struct Change {
     pub breadth: String,
     /// Other changes with the same onset tick.
     pub moved_with: Vec<String>,
+    /// Other series of the same metric on the same component that appeared or vanished
+    /// the same way and tick, folded into this one (a dead member's whole family).
+    pub folded: usize,
     #[serde(skip)]
     pub relevance: f32,
 }
@@ -367,6 +370,36 @@ fn signals(prev: Option<(&Gauges, u64)>, obs: &Observation, now: &Gauges) -> Sig
     s
 }
 
+/// Folds series that appeared or vanished together (same metric, component, direction and
+/// onset) into the first of them: a member going down takes its whole metric family with
+/// it, which is one fact, not forty.
+fn fold_families(changes: Vec<Change>) -> Vec<Change> {
+    let mut out: Vec<Change> = Vec::with_capacity(changes.len());
+    let mut index: BTreeMap<(String, Option<String>, bool, i64), usize> = BTreeMap::new();
+    for c in changes {
+        let appeared = c.before.is_none();
+        if c.kind != SignalKind::Metric || (c.before.is_some() && c.after.is_some()) {
+            out.push(c);
+            continue;
+        }
+        let family = c
+            .reference
+            .split('{')
+            .next()
+            .unwrap_or(&c.reference)
+            .to_string();
+        let key = (family, c.component.clone(), appeared, c.onset_tick);
+        match index.get(&key) {
+            Some(&i) => out[i].folded += 1,
+            None => {
+                index.insert(key, out.len());
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// Signals of every point of a history.
 fn all_signals(history: &[ObservationPoint]) -> Vec<Signals> {
     let gs: Vec<Gauges> = history.iter().map(|p| gauges(&p.observation)).collect();
@@ -545,9 +578,11 @@ impl Context {
                 onset_tick: history[onset].tick,
                 breadth: String::new(),
                 moved_with: Vec::new(),
+                folded: 0,
                 relevance: 0.0,
             });
         }
+        let mut changes = fold_families(changes);
         self.annotate(&mut changes, cur);
         changes
     }
@@ -739,6 +774,7 @@ impl Context {
             "onset_tick": c.onset_tick,
             "breadth": c.breadth,
             "moved_with": c.moved_with.iter().map(|r| clip(r, ITEM_CAP)).collect::<Vec<_>>(),
+            "folded_series": c.folded,
         })
     }
 
