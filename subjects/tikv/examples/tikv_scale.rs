@@ -3,7 +3,7 @@
 //! Builds a synthetic cluster in PD's and Prometheus's shapes (one store Down, so
 //! `/regions/check/down-peer` lists every region that had a peer on it, 1% of regions with
 //! a pending peer, hotspots on every store, 100 TiKV instances in every PromQL answer), then:
-//! - `tikv-scale [REGIONS...]`: runs observe + check-invariants natively over an in-memory
+//! - `cargo run --release -p subject-tikv --features fixtures --example tikv-scale [REGIONS...]`: runs observe + check-invariants natively over an in-memory
 //!   transport and prints time, peak heap and body sizes per region count;
 //! - `tikv-scale --serve PORT REGIONS`: serves the same bodies over HTTP (PD and Prometheus
 //!   routes on one port) so the real host can run the wasm plugin against it.

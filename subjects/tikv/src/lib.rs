@@ -25,6 +25,8 @@ pub mod transport;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixture;
 #[cfg(test)]
+mod reasoner;
+#[cfg(test)]
 mod scenarios;
 
 // The exports exist only in the wasm component: a native cdylib cannot carry WIT export

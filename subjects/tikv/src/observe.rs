@@ -451,7 +451,7 @@ fn observe_prometheus(
             Err(e @ FetchError::Unreachable(_)) | Err(e @ FetchError::Denied(_)) => {
                 // Every other query would fail the same way.
                 snap.problem("prometheus", format!("{base}: {e}"));
-                break;
+                return;
             }
             Err(e) => Err(format!("{url}: {e}")),
         };

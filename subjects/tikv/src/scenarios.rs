@@ -132,7 +132,7 @@ fn ranking(history: &[Observation], v: &[Violation]) -> Vec<(String, String, f64
 }
 
 /// (scenario(s) observed in order, invariants that must fire exactly, failure mode ranked first)
-const CASES: &[(&[&str], &[&str], Option<&str>)] = &[
+pub(crate) const CASES: &[(&[&str], &[&str], Option<&str>)] = &[
     (&["healthy"], &[], None),
     (
         &["healthy", "store_disconnected"],
@@ -632,4 +632,28 @@ fn readme_documents_the_whole_http_surface() {
         need(format!("| {} | {} |", fm.id, fm.name));
     }
     assert!(missing.is_empty(), "README.md lacks: {missing:#?}");
+}
+
+#[test]
+fn prometheus_down_is_one_problem_and_no_verdict() {
+    let s = settings(&[]);
+    let o = observe_at("prometheus_down", NOW_MS, &s);
+    assert_eq!(o.problems.len(), 1, "{:#?}", o.problems);
+    assert!(
+        o.problems[0]
+            .message
+            .starts_with("http://prom:9090: unreachable"),
+        "{:#?}",
+        o.problems
+    );
+    assert!(
+        !o.metrics
+            .iter()
+            .any(|m| m.name == "up" || m.name.starts_with("tikv_qps"))
+    );
+    let v = inv::check(std::slice::from_ref(&o), &s.thresholds);
+    assert!(
+        v.is_empty(),
+        "no Prometheus is no evidence of a fault: {v:#?}"
+    );
 }
