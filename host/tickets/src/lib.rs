@@ -10,6 +10,7 @@
 //! diagnosis lifecycle (claim under a lease, complete, fail, history), `incident` records
 //! the host's grouping, `limits` caps the strings a plugin hands in.
 
+mod codec;
 mod diagnosis;
 mod incident;
 pub mod limits;
@@ -148,12 +149,12 @@ impl TicketStore {
         )?;
         let observations = stmt
             .query_map([id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+                let oid: i64 = r.get(0)?;
+                Ok((oid, r.get(1)?, r.get(2)?, codec::decode(oid, r.get_ref(3)?)))
             })?
             .map(|row| {
-                let (oid, tick, taken_at, data) = row?;
-                let observation = serde_json::from_str(&data)
-                    .map_err(|e| StoreError::Corrupt(format!("observation {oid}: {e}")))?;
+                let (oid, tick, taken_at, observation) = row?;
+                let observation = observation?;
                 Ok(StoredObservation {
                     id: oid,
                     tick,

@@ -307,8 +307,7 @@ impl TickWriter<'_, '_> {
     }
 
     fn insert_observation(&self, observation: &Observation) -> Result<i64, StoreError> {
-        let json =
-            serde_json::to_string(observation).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let data = crate::codec::encode(observation)?;
         row::exec(
             self.tx,
             "INSERT INTO observations (subject, tick, taken_at, data, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -316,8 +315,8 @@ impl TickWriter<'_, '_> {
                 self.rec.subject,
                 self.rec.tick,
                 observation.timestamp_ms as i64,
-                json,
-                json.len() as i64
+                data,
+                data.len() as i64
             ],
         )?;
         Ok(self.tx.last_insert_rowid())
