@@ -66,12 +66,15 @@ pub async fn run_plugin_tick(plugin: &Plugin, history: &VecDeque<Observation>) -
         Ok(Err(e)) => return TickStatus::ObserveFailed(e),
         Err(e) => return TickStatus::PluginFailed(e),
     };
-    let mut window: Vec<Observation> = Vec::with_capacity(history.len() + 1);
-    window.extend(history.iter().cloned());
-    window.push(observation);
-    match session.check_invariants(&window).await {
+    // The past by reference: it is lowered into the guest, never copied here.
+    let mut window: Vec<&Observation> = Vec::with_capacity(history.len() + 1);
+    window.extend(history.iter());
+    window.push(&observation);
+    let checked = session.check_window(&window).await;
+    drop(window);
+    match checked {
         Ok(checked) => {
-            let mut observation = window.pop().expect("pushed above");
+            let mut observation = observation;
             observation.problems.extend(checked.capped);
             TickStatus::Observed {
                 observation,

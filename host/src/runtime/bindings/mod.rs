@@ -146,10 +146,10 @@ impl Instance {
     pub async fn check_invariants(
         &self,
         store: &mut Store<HostState>,
-        history: &[model::Observation],
+        history: &[&model::Observation],
     ) -> wasmtime::Result<Vec<model::Violation>> {
         each_version!(self, b, v => {
-            let history: Vec<v::wit::Observation> = history.iter().map(Into::into).collect();
+            let history: Vec<v::wit::Observation> = history.iter().map(|o| (*o).into()).collect();
             let out = b
                 .operator_subject_plugin()
                 .call_check_invariants(store, &history)
