@@ -21,6 +21,10 @@ pub const MODEL: &str = "evidence-v1";
 const MIN_SCORE: f64 = 0.3;
 /// Below this confidence the reasoner recommends watching rather than acting.
 const ACT_CONFIDENCE: f64 = 0.5;
+/// What a fact counts for when it was last seen before the incident's latest tick (a
+/// ticket that stopped being reported, or the evidence a ticket opened with): it held
+/// once, but a fresher observation may contradict it.
+const STALE_WEIGHT: f64 = 0.5;
 
 /// One declared signal that was found in the context.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -32,6 +36,9 @@ pub struct SignalMatch {
     pub source: EvidenceSource,
     /// The ticket it was found in, if any.
     pub ticket: Option<i64>,
+    /// Found only in evidence older than the incident's latest tick; `weight` is already
+    /// reduced for it.
+    pub stale: bool,
 }
 
 /// One failure mode, weighed.
@@ -42,6 +49,10 @@ pub struct Hypothesis {
     pub score: f64,
     /// Share of the declared signals-for weight that was found.
     pub coverage: f64,
+    /// Matched weight from signals other than "this invariant fires": evidence values,
+    /// states, metrics and events say how it broke, the invariant only that it did.
+    /// Breaks ties between modes that explain the same symptom.
+    pub specific: f64,
     pub matched_for: Vec<SignalMatch>,
     pub matched_against: Vec<SignalMatch>,
     /// Descriptions of signals-for that were expected but not found.
@@ -73,6 +84,15 @@ fn ordered_tickets(ctx: &Context) -> Vec<&TicketFacts> {
     ts
 }
 
+/// The tickets in consulting order, those still reported on the incident's latest tick
+/// first: when a symptom moved from one ticket to another (a component-level violation
+/// replaced by a cluster-level one), the one that still holds speaks for it.
+fn fresh_first(ctx: &Context, latest: i64) -> Vec<&TicketFacts> {
+    let mut ts = ordered_tickets(ctx);
+    ts.sort_by_key(|t| t.last_tick < latest);
+    ts
+}
+
 /// Looks for one signal in the context.
 fn find(ctx: &Context, signal: &Signal) -> Option<SignalMatch> {
     let m = |reference: String, value: String, source, ticket| SignalMatch {
@@ -82,9 +102,12 @@ fn find(ctx: &Context, signal: &Signal) -> Option<SignalMatch> {
         value,
         source,
         ticket,
+        stale: false,
     };
+    // The incident's latest tick: a fact last seen before it may no longer hold.
+    let latest = ctx.tickets().iter().map(|t| t.last_tick).max().unwrap_or(0);
     match &signal.check {
-        SignalCheck::Invariant { id } => ordered_tickets(ctx)
+        SignalCheck::Invariant { id } => fresh_first(ctx, latest)
             .into_iter()
             .find(|t| t.invariant.eq_ignore_ascii_case(id))
             .map(|t| {
@@ -95,8 +118,8 @@ fn find(ctx: &Context, signal: &Signal) -> Option<SignalMatch> {
                     Some(t.id),
                 )
             }),
-        SignalCheck::Evidence { key, value } => ordered_tickets(ctx).into_iter().find_map(|t| {
-            let hit = |items: &[(String, String)], part: &str| {
+        SignalCheck::Evidence { key, value } => {
+            let hit = |t: &TicketFacts, items: &[(String, String)], part: &str| {
                 items
                     .iter()
                     .find(|(k, v)| k == key && norm(v) == norm(value))
@@ -109,8 +132,33 @@ fn find(ctx: &Context, signal: &Signal) -> Option<SignalMatch> {
                         )
                     })
             };
-            hit(&t.evidence, "evidence").or_else(|| hit(&t.opening_evidence, "opening"))
-        }),
+            // A value seen on the latest tick first; else one that held earlier (a
+            // ticket no longer reported, or the onset), at reduced weight.
+            let tickets = fresh_first(ctx, latest);
+            tickets
+                .iter()
+                .filter(|t| t.last_tick >= latest)
+                .find_map(|t| {
+                    hit(t, &t.evidence, "evidence").or_else(|| {
+                        (t.opened_tick >= latest)
+                            .then(|| hit(t, &t.opening_evidence, "opening"))
+                            .flatten()
+                    })
+                })
+                .or_else(|| {
+                    tickets
+                        .iter()
+                        .find_map(|t| {
+                            hit(t, &t.evidence, "evidence")
+                                .or_else(|| hit(t, &t.opening_evidence, "opening"))
+                        })
+                        .map(|mut s| {
+                            s.weight *= STALE_WEIGHT;
+                            s.stale = true;
+                            s
+                        })
+                })
+        }
         SignalCheck::ComponentState { kind, state } => {
             let cur = ctx.current()?;
             cur.observation
@@ -207,9 +255,23 @@ fn first_change<'a>(ctx: &'a Context, component: &str) -> Option<&'a Change> {
 fn weigh(ctx: &Context, fm: &FailureMode) -> Hypothesis {
     let mut matched_for = Vec::new();
     let mut missing_for = Vec::new();
+    let mut specific = 0.0;
+    // The ticket of the heaviest "this invariant fires" sign the mode declares.
+    let mut by_invariant: Option<(f64, i64)> = None;
     for s in &fm.signals_for {
         match find(ctx, s) {
-            Some(hit) => matched_for.push(hit),
+            Some(hit) => {
+                if matches!(s.check, SignalCheck::Invariant { .. }) {
+                    if let Some(t) = hit.ticket
+                        && by_invariant.is_none_or(|(w, _)| hit.weight > w)
+                    {
+                        by_invariant = Some((hit.weight, t));
+                    }
+                } else {
+                    specific += hit.weight;
+                }
+                matched_for.push(hit);
+            }
             None => missing_for.push(s.description.clone()),
         }
     }
@@ -222,9 +284,12 @@ fn weigh(ctx: &Context, fm: &FailureMode) -> Hypothesis {
     let got: f64 = matched_for.iter().map(|s| s.weight).sum();
     let against: f64 = matched_against.iter().map(|s| s.weight).sum();
     let coverage = if total > 0.0 { got / total } else { 0.0 };
+
     // A mode whose every sign is present outranks one with the same weight half-present.
     let mut score = got * (0.5 + 0.5 * coverage) - against;
-    // The anchor: the ticket that carries most of the matched weight, the root on a tie.
+    // The anchor: the ticket of the invariant the mode says fires, when it declares one
+    // (its other signs may sit in symptom tickets about no component, e.g. a key);
+    // else the ticket that carries most of the matched weight, the root on a tie.
     let mut per_ticket: BTreeMap<i64, f64> = BTreeMap::new();
     for s in &matched_for {
         if let Some(t) = s.ticket {
@@ -232,14 +297,18 @@ fn weigh(ctx: &Context, fm: &FailureMode) -> Hypothesis {
         }
     }
     let order = ordered_tickets(ctx);
-    let anchor = order
-        .iter()
-        .filter(|t| per_ticket.contains_key(&t.id))
-        .max_by(|a, b| {
-            per_ticket[&a.id]
-                .total_cmp(&per_ticket[&b.id])
-                // max_by keeps the last of equals: prefer the earlier in `order`.
-                .then(std::cmp::Ordering::Greater)
+    let anchor = by_invariant
+        .and_then(|(_, id)| order.iter().find(|t| t.id == id))
+        .or_else(|| {
+            order
+                .iter()
+                .filter(|t| per_ticket.contains_key(&t.id))
+                .max_by(|a, b| {
+                    per_ticket[&a.id]
+                        .total_cmp(&per_ticket[&b.id])
+                        // max_by keeps the last of equals: prefer the earlier in `order`.
+                        .then(std::cmp::Ordering::Greater)
+                })
         })
         .copied();
     let component = anchor
@@ -277,6 +346,7 @@ fn weigh(ctx: &Context, fm: &FailureMode) -> Hypothesis {
         name: fm.name.clone(),
         score,
         coverage,
+        specific,
         matched_for,
         matched_against,
         missing_for,
@@ -297,6 +367,7 @@ pub fn rank(ctx: &Context) -> Vec<Hypothesis> {
     hs.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
+            .then(b.specific.total_cmp(&a.specific))
             .then(b.coverage.total_cmp(&a.coverage))
             .then(a.failure_mode.cmp(&b.failure_mode))
     });
@@ -328,10 +399,15 @@ pub fn ranking_json(ctx: &Context) -> Value {
 
 fn describe(s: &SignalMatch) -> String {
     format!(
-        "{} = {} ({})",
+        "{} = {} ({}{})",
         s.reference,
         clip(&s.value, 80),
-        s.description
+        s.description,
+        if s.stale {
+            "; held earlier, not on the latest tick"
+        } else {
+            ""
+        }
     )
 }
 
@@ -559,10 +635,15 @@ pub fn answer(ctx: &Context) -> Answer {
                 100.0 * h.coverage,
                 b.score,
                 b.failure_mode,
-                if h.matched_against.is_empty() {
-                    ""
+                if !h.matched_against.is_empty() {
+                    "; signs against it are present".to_string()
+                } else if (b.score - h.score).abs() < 1e-9 && b.specific > h.specific {
+                    format!(
+                        "; on a tie, {} wins because specific evidence (not only the invariant firing) backs it",
+                        b.failure_mode
+                    )
                 } else {
-                    "; signs against it are present"
+                    String::new()
                 }
             ),
             None => format!(
@@ -570,6 +651,43 @@ pub fn answer(ctx: &Context) -> Answer {
                 h.score,
                 100.0 * h.coverage
             ),
+        };
+        alternatives.push((
+            format!(
+                "{} {}: {}",
+                h.failure_mode,
+                h.name,
+                clip(&description_of(ctx, &h.failure_mode), 160)
+            ),
+            against.join("; "),
+            why,
+        ));
+    }
+    // A runner-up nothing speaks against does not show why the winner won. Until two
+    // alternatives carry evidence against them, weigh the declared modes none of whose
+    // signs was found: first those the evidence contradicts, then the rest in rank order.
+    let argued = others
+        .iter()
+        .take(4)
+        .filter(|h| !h.matched_against.is_empty() || !h.missing_for.is_empty())
+        .count();
+    let mut unsupported: Vec<&Hypothesis> = ranked
+        .iter()
+        .filter(|h| best.is_none_or(|b| b.failure_mode != h.failure_mode))
+        .filter(|h| h.matched_for.is_empty() && !h.missing_for.is_empty())
+        .collect();
+    // Stable: within each group the ranking's order is kept.
+    unsupported.sort_by_key(|h| h.matched_against.is_empty());
+    for h in unsupported.into_iter().take(2usize.saturating_sub(argued)) {
+        let mut against: Vec<String> = h.matched_against.iter().map(describe).collect();
+        against.push(format!(
+            "none of its signs is present (expected: {})",
+            h.missing_for.join("; ")
+        ));
+        let why = if h.matched_against.is_empty() {
+            "nothing in the incident points to it".to_string()
+        } else {
+            "the evidence contradicts it and nothing supports it".to_string()
         };
         alternatives.push((
             format!(
