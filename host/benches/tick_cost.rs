@@ -10,10 +10,10 @@
 //! Figures are medians and p99 over many iterations in one run, side by side.
 
 use operator::monitor::{TickStatus, run_plugin_tick};
-use operator::runtime::{Grants, Limits, Plugin, Runtime};
+use operator::runtime::{Plugin, PluginBuilder, PluginSource, Runtime};
 use operator_tests::guests;
 use operator_tests::support::JsonServer;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,21 +23,22 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
     (v[v.len() / 2], v[v.len() * 99 / 100])
 }
 
-fn plugin(runtime: &std::sync::Arc<Runtime>, bytes: &[u8], settings: &[(&str, String)]) -> Plugin {
+fn plugin(
+    rt: &tokio::runtime::Runtime,
+    runtime: &std::sync::Arc<Runtime>,
+    bytes: &[u8],
+    settings: &[(&str, String)],
+) -> Plugin {
     let compiled = runtime.compile("bench plugin", bytes).expect("compile");
-    let settings: BTreeMap<String, String> = settings
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    Plugin::new(
-        runtime.clone(),
-        compiled,
-        Grants {
-            settings,
-            allow: vec![],
-        },
-    )
-    .expect("plugin")
+    let mut builder = PluginBuilder::new(PluginSource::Bytes {
+        what: "bench plugin".into(),
+        bytes: bytes.to_vec(),
+    });
+    for (k, v) in settings {
+        builder = builder.setting(*k, v.clone());
+    }
+    rt.block_on(builder.build_compiled(runtime.clone(), compiled))
+        .expect("plugin")
 }
 
 fn measure(label: &str, n: usize, mut f: impl FnMut()) {
@@ -71,7 +72,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 fn main() {
-    let runtime = Runtime::new(Limits::default()).unwrap();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let runtime = Runtime::shared().unwrap();
     let good = std::fs::read(guests::GUEST_GOOD).unwrap();
     let rl = operator::bundled::find("ratelimiter").unwrap().wasm;
 
@@ -90,22 +92,23 @@ fn main() {
     let server = JsonServer::start(
         r#"{"components":[{"id":"a","healthy":true},{"id":"b","healthy":false}]}"#,
     );
-    let good_plugin = plugin(&runtime, &good, &[("target", server.url())]);
-    let rl_plugin = plugin(&runtime, rl, &[("nodes", "http://127.0.0.1:1".into())]);
+    let good_plugin = plugin(&rt, &runtime, &good, &[("target", server.url())]);
+    let rl_plugin = plugin(&rt, &runtime, rl, &[("nodes", "http://127.0.0.1:1".into())]);
     let history = VecDeque::new();
     let n = 2000;
 
     measure("instantiate only (good)", n, || {
-        good_plugin.session().unwrap();
+        rt.block_on(good_plugin.session()).unwrap();
     });
     measure("instantiate + metadata (good)", n, || {
-        good_plugin.session().unwrap().metadata().unwrap();
+        rt.block_on(async { good_plugin.session().await?.metadata().await })
+            .unwrap();
     });
     measure(
         "tick: instantiate + observe + check (good, 1 HTTP GET)",
         n,
         || {
-            let s = run_plugin_tick(&good_plugin, &history);
+            let s = rt.block_on(run_plugin_tick(&good_plugin, &history));
             assert!(matches!(s, TickStatus::Observed { .. }));
         },
     );
@@ -113,7 +116,7 @@ fn main() {
         "tick: instantiate + observe + check (ratelimiter, refused)",
         n,
         || {
-            run_plugin_tick(&rl_plugin, &history);
+            rt.block_on(run_plugin_tick(&rl_plugin, &history));
         },
     );
     // The same HTTP GET made by the host directly, to separate sandbox cost from I/O.

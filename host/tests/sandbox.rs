@@ -1,14 +1,13 @@
 //! Every hostile guest under tests/guests is contained with a clear error, and the host
 //! keeps going. `foreach_guest!` makes a missing test a compile error.
 
-use operator::monitor::{Monitor, MonitorConfig, TickStatus};
-use operator::runtime::{Grants, Limits, Plugin, PluginError, Runtime};
-use operator::tickets::{Policy, Status, TicketStore};
+use operator::monitor::{Monitor, MonitorConfig, TickReport, TickStatus};
+use operator::runtime::{Limits, Plugin, PluginBuilder, PluginError, PluginSource};
+use operator::tickets::{Policy, Resolution, Status, TicketStore};
 use operator_tests::guests;
 use operator_tests::support::{CountingListener, JsonServer};
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
+use tokio::sync::watch;
 
 macro_rules! assert_test_exists {
     ($name:ident) => {
@@ -18,17 +17,25 @@ macro_rules! assert_test_exists {
 }
 operator_tests::foreach_guest!(assert_test_exists);
 
-fn load(path: &str, limits: Limits, settings: &[(&str, String)]) -> Result<Plugin, PluginError> {
-    let runtime = Runtime::new(limits)?;
-    let compiled = runtime.compile_file(Path::new(path))?;
-    let grants = Grants {
-        settings: settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect::<BTreeMap<_, _>>(),
-        allow: vec![],
-    };
-    Plugin::new(runtime, compiled, grants)
+async fn load(
+    path: &str,
+    limits: Limits,
+    settings: &[(&str, String)],
+) -> Result<Plugin, PluginError> {
+    let mut builder = PluginBuilder::new(PluginSource::file(path)).limits(limits);
+    for (k, v) in settings {
+        builder = builder.setting(*k, v.clone());
+    }
+    builder.build().await
+}
+
+/// One monitor tick that must not be cut short (nobody requests a stop here).
+async fn tick(monitor: &mut Monitor, stop: &mut watch::Receiver<bool>) -> TickReport {
+    monitor
+        .tick(stop)
+        .await
+        .expect("the store accepts the tick")
+        .expect("no stop was requested, so the tick is not cut short")
 }
 
 fn short_deadline() -> Limits {
@@ -38,10 +45,12 @@ fn short_deadline() -> Limits {
     }
 }
 
-#[test]
-fn guest_spin() {
-    let plugin = load(guests::GUEST_SPIN, short_deadline(), &[]).expect("metadata is fine");
-    let err = plugin.session().unwrap().observe().unwrap_err();
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_spin() {
+    let plugin = load(guests::GUEST_SPIN, short_deadline(), &[])
+        .await
+        .expect("metadata is fine");
+    let err = plugin.session().await.unwrap().observe().await.unwrap_err();
     assert!(matches!(err, PluginError::Deadline { .. }), "{err}");
     assert!(
         err.to_string().contains("overran its deadline of 300ms"),
@@ -52,21 +61,19 @@ fn guest_spin() {
     // loop keeps ticking.
     let dir = tempfile::tempdir().unwrap();
     let store = TicketStore::open(&dir.path().join("t.db")).unwrap();
-    let config = MonitorConfig {
-        interval: Duration::from_millis(10),
-        once: false,
-        policy: Policy::default(),
-    };
+    let subject = plugin.name().to_string();
+    let config = MonitorConfig::new(Duration::from_millis(10), Policy::default());
     let mut monitor = Monitor::new(plugin, store, config);
+    let (_stop_tx, mut stop_rx) = watch::channel(false);
     for _ in 0..3 {
-        let report = monitor.tick().unwrap();
+        let report = tick(&mut monitor, &mut stop_rx).await;
         assert!(matches!(
             report.status,
             TickStatus::PluginFailed(PluginError::Deadline { .. })
         ));
     }
     let store = TicketStore::open(&dir.path().join("t.db")).unwrap();
-    let live = store.live("spin").unwrap();
+    let live = store.live(&subject).unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].kind, "plugin-failure");
     assert_eq!(live[0].count, 3);
@@ -74,14 +81,14 @@ fn guest_spin() {
     assert_eq!(store.heartbeats().unwrap()[0].tick, 3);
 }
 
-#[test]
-fn guest_hog() {
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_hog() {
     let limits = Limits {
         memory_bytes: 32 << 20,
         ..Limits::default()
     };
-    let plugin = load(guests::GUEST_HOG, limits, &[]).unwrap();
-    let err = plugin.session().unwrap().observe().unwrap_err();
+    let plugin = load(guests::GUEST_HOG, limits, &[]).await.unwrap();
+    let err = plugin.session().await.unwrap().observe().await.unwrap_err();
     match &err {
         PluginError::Memory { limit, wanted, .. } => {
             assert_eq!(*limit, 32);
@@ -90,13 +97,25 @@ fn guest_hog() {
         other => panic!("expected a memory error, got {other}"),
     }
     // The next instance starts clean.
-    assert_eq!(plugin.session().unwrap().metadata().unwrap().name, "hog");
+    assert_eq!(
+        plugin
+            .session()
+            .await
+            .unwrap()
+            .metadata()
+            .await
+            .unwrap()
+            .name,
+        "hog"
+    );
 }
 
-#[test]
-fn guest_panic() {
-    let plugin = load(guests::GUEST_PANIC, Limits::default(), &[]).unwrap();
-    let err = plugin.session().unwrap().observe().unwrap_err();
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_panic() {
+    let plugin = load(guests::GUEST_PANIC, Limits::default(), &[])
+        .await
+        .unwrap();
+    let err = plugin.session().await.unwrap().observe().await.unwrap_err();
     assert!(matches!(err, PluginError::Trap { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -105,8 +124,8 @@ fn guest_panic() {
     );
 }
 
-#[test]
-fn guest_escape() {
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_escape() {
     let listener = CountingListener::start();
     let allowed = JsonServer::start("{}");
     let redirector = JsonServer::start("");
@@ -121,8 +140,16 @@ fn guest_escape() {
             ("redis_url", "redis://127.0.0.1:1".to_string()),
         ],
     )
+    .await
     .unwrap();
-    let obs = plugin.session().unwrap().observe().unwrap().unwrap();
+    let obs = plugin
+        .session()
+        .await
+        .unwrap()
+        .observe()
+        .await
+        .unwrap()
+        .unwrap();
     let outcome = |name: &str| -> String {
         let e = obs
             .events
@@ -140,18 +167,35 @@ fn guest_escape() {
         );
     }
     assert_eq!(obs.events.len(), 9);
-    assert!(
-        outcome("cloud-metadata").contains("origin http://169.254.169.254:80 is not allowlisted")
-    );
-    assert!(outcome("loopback-listener").contains("is not allowlisted"));
-    assert!(outcome("post-in-read-only-phase").contains("read-only"));
-    assert!(
-        outcome("redirect-to-listener").contains("redirect denied"),
-        "{}",
-        outcome("redirect-to-listener")
-    );
-    assert!(outcome("redis-write").contains("not a read-only command"));
-    assert!(outcome("redis-unlisted-origin").contains("not allowlisted"));
+    // Each attempt through a host import is refused by the host's policy, for the reason
+    // that applies to it: not a connection failure or any other error.
+    for (attempt, reason) in [
+        (
+            "cloud-metadata",
+            "origin http://169.254.169.254:80 is not allowlisted",
+        ),
+        ("loopback-listener", "is not allowlisted"),
+        ("post-in-read-only-phase", "this call is read-only"),
+        ("redirect-to-listener", "redirect denied"),
+        ("redis-write", "not a read-only command"),
+        ("redis-unlisted-origin", "not allowlisted"),
+    ] {
+        let o = outcome(attempt);
+        assert!(
+            o.contains("denied by host: ") && o.contains(reason),
+            "{attempt}: expected a host denial ({reason}), got {o}"
+        );
+    }
+    // The WASI side has no sockets, files or environment to give: those fail inside the
+    // guest's own libraries, never reaching a host import.
+    for attempt in ["raw-socket", "filesystem"] {
+        let o = outcome(attempt);
+        assert!(
+            o.starts_with("blocked: ") && !o.contains("denied by host"),
+            "{attempt}: {o}"
+        );
+    }
+    assert_eq!(outcome("environment"), "blocked: no environment variables");
     // The redirect really was offered, and the POST never reached the allowed server.
     assert_eq!(
         redirector
@@ -171,28 +215,29 @@ fn guest_escape() {
     );
 }
 
-#[test]
-fn guest_oldwit() {
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_oldwit() {
     let err = load(guests::GUEST_OLDWIT, Limits::default(), &[])
+        .await
         .err()
         .expect("must be refused");
     match &err {
         PluginError::IncompatibleVersion { plugin, host, .. } => {
             assert_eq!(plugin, "0.9.0");
-            assert_eq!(host, "0.1.0");
+            assert_eq!(host, "0.1.0, 0.2.0");
         }
         other => panic!("expected a version error, got {other}"),
     }
     let msg = err.to_string();
     assert!(
-        msg.contains("operator:subject@0.9.0") && msg.contains("operator:subject@0.1.0"),
+        msg.contains("operator:subject@0.9.0") && msg.contains("operator:subject@{0.1.0, 0.2.0}"),
         "{msg}"
     );
 }
 
 /// The well-behaved guest, through the real monitor loop: open, dedup, auto-resolve.
-#[test]
-fn guest_good() {
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_good() {
     let server = JsonServer::start(
         r#"{"components":[{"id":"a","healthy":true},{"id":"b","healthy":true}]}"#,
     );
@@ -201,24 +246,24 @@ fn guest_good() {
         Limits::default(),
         &[("target", server.url())],
     )
+    .await
     .unwrap();
+    let subject = plugin.name().to_string();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
     let policy = Policy {
         resolve_after: 2,
         history: 3,
         max_linked: 30,
+        ..Policy::default()
     };
-    let config = MonitorConfig {
-        interval: Duration::from_millis(10),
-        once: false,
-        policy,
-    };
+    let config = MonitorConfig::new(Duration::from_millis(10), policy);
     let mut monitor = Monitor::new(plugin, TicketStore::open(&db).unwrap(), config);
+    let (_stop_tx, mut stop) = watch::channel(false);
     let reader = TicketStore::open(&db).unwrap();
 
     for _ in 0..2 {
-        let r = monitor.tick().unwrap();
+        let r = tick(&mut monitor, &mut stop).await;
         assert!(
             matches!(&r.status, TickStatus::Observed { violations, .. } if violations.is_empty())
         );
@@ -232,11 +277,11 @@ fn guest_good() {
         200,
         r#"{"components":[{"id":"a","healthy":true},{"id":"b","healthy":false}]}"#,
     );
-    let r = monitor.tick().unwrap();
+    let r = tick(&mut monitor, &mut stop).await;
     assert_eq!(r.outcome.opened.len(), 1);
     let id = r.outcome.opened[0].id;
     for _ in 0..3 {
-        let r = monitor.tick().unwrap();
+        let r = tick(&mut monitor, &mut stop).await;
         assert!(
             r.outcome.opened.is_empty(),
             "a repeat updates, never reopens"
@@ -261,35 +306,35 @@ fn guest_good() {
         200,
         r#"{"components":[{"id":"a","healthy":true},{"id":"b","healthy":true}]}"#,
     );
-    let r = monitor.tick().unwrap();
+    let r = tick(&mut monitor, &mut stop).await;
     assert!(
         r.outcome.resolved.is_empty(),
         "one clean tick is not enough"
     );
-    let r = monitor.tick().unwrap();
+    let r = tick(&mut monitor, &mut stop).await;
     assert_eq!(r.outcome.resolved.len(), 1);
     let t = reader.get(id).unwrap();
     assert_eq!(
-        (t.status, t.resolution.as_deref()),
-        (Status::Resolved, Some("auto"))
+        (t.status, t.resolution),
+        (Status::Resolved, Some(Resolution::Auto))
     );
 
     // Broken again: a new ticket, the old one stays resolved.
     server.set(200, r#"{"components":[{"id":"b","healthy":false}]}"#);
-    let r = monitor.tick().unwrap();
+    let r = tick(&mut monitor, &mut stop).await;
     assert_eq!(r.outcome.opened.len(), 1);
     assert_ne!(r.outcome.opened[0].id, id);
 
     // The subject vanishing is an observe failure with its own ticket, not a trap.
     server.set(200, "not json");
-    let r = monitor.tick().unwrap();
+    let r = tick(&mut monitor, &mut stop).await;
     match &r.status {
         TickStatus::ObserveFailed(e) => assert!(e.to_string().contains("invalid JSON"), "{e}"),
         other => panic!("expected an observe failure, got {other:?}"),
     }
     assert!(
         reader
-            .live("good")
+            .live(&subject)
             .unwrap()
             .iter()
             .any(|t| t.kind == "observe-failure")
@@ -298,8 +343,8 @@ fn guest_good() {
 
 /// The `logs` import, from both kinds of source the user can name: a file, and a real
 /// container's log through the Docker engine. Only configured components have a log.
-#[test]
-fn guest_good_reads_logs_from_a_file_and_from_docker() {
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_good_reads_logs_from_a_file_and_from_docker() {
     use operator_tests::docker::Container;
     let server = JsonServer::start(
         r#"{"components":[{"id":"a","healthy":true},{"id":"b","healthy":true},{"id":"c","healthy":true}]}"#,
@@ -328,8 +373,16 @@ fn guest_good_reads_logs_from_a_file_and_from_docker() {
             ("log.b", format!("docker:{name}")),
         ],
     )
+    .await
     .unwrap();
-    let obs = plugin.session().unwrap().observe().unwrap().unwrap();
+    let obs = plugin
+        .session()
+        .await
+        .unwrap()
+        .observe()
+        .await
+        .unwrap()
+        .unwrap();
     let lines: Vec<(&str, &str)> = obs
         .events
         .iter()
@@ -352,7 +405,14 @@ fn guest_good_reads_logs_from_a_file_and_from_docker() {
 
     // A source that cannot be read is a problem of that component, not a failed tick.
     drop(container);
-    let obs = plugin.session().unwrap().observe().unwrap().unwrap();
+    let obs = plugin
+        .session()
+        .await
+        .unwrap()
+        .observe()
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(obs.problems.len(), 1, "{:?}", obs.problems);
     assert_eq!(obs.problems[0].source, "b");
     assert!(
@@ -360,4 +420,192 @@ fn guest_good_reads_logs_from_a_file_and_from_docker() {
         "{}",
         obs.problems[0].message
     );
+}
+
+/// A guest blocked in a WASI sleep is cut off like a spinning one (the full per-phase
+/// coverage is in promises.rs).
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_sleep() {
+    let plugin = load(
+        guests::GUEST_SLEEP,
+        short_deadline(),
+        &[("phase", "observe".to_string())],
+    )
+    .await
+    .expect("metadata does not sleep when the phase is observe");
+    let started = std::time::Instant::now();
+    let err = plugin.session().await.unwrap().observe().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(1300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(&err, PluginError::Deadline { call, .. } if call == "observe"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), "deadline");
+}
+
+/// Ways to turn a read into something else are denied by the host, and the server hears
+/// nothing; a URL given in a plain value setting grants nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_probe() {
+    let server = JsonServer::start(r#"{"components":[]}"#);
+    let plugin = load(
+        guests::GUEST_PROBE,
+        Limits::default(),
+        &[("mode", "smuggle".to_string()), ("target", server.url())],
+    )
+    .await
+    .unwrap();
+    let obs = plugin
+        .session()
+        .await
+        .unwrap()
+        .observe()
+        .await
+        .unwrap()
+        .unwrap();
+    let outcome = |name: &str| -> String {
+        obs.events
+            .iter()
+            .find(|e| e.message == name)
+            .unwrap_or_else(|| panic!("no attempt {name}"))
+            .attributes["outcome"]
+            .clone()
+    };
+    assert_eq!(obs.events.len(), 3);
+    for (attempt, reason) in [
+        ("get-with-body", "a read carries no body"),
+        ("host-header", "header `Host` refused"),
+        ("method-override", "header `X-HTTP-Method-Override` refused"),
+    ] {
+        let o = outcome(attempt);
+        assert!(o.starts_with("denied: "), "{attempt}: {o}");
+        assert!(o.contains(reason), "{attempt}: {o}");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        server.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the server received nothing"
+    );
+
+    // A URL in a value setting (`sneaky`) is not reachable, while the same server named in
+    // an origin setting is.
+    let hidden = CountingListener::start();
+    let sneaky = format!("http://127.0.0.1:{}/", hidden.port);
+    let plugin = load(
+        guests::GUEST_PROBE,
+        Limits::default(),
+        &[
+            ("mode", "sneaky".to_string()),
+            ("sneaky", sneaky.clone()),
+            ("target", server.url()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(
+        !plugin
+            .allowed_origins()
+            .iter()
+            .any(|o| o.contains(&hidden.port.to_string())),
+        "{:?}",
+        plugin.allowed_origins()
+    );
+    let obs = plugin
+        .session()
+        .await
+        .unwrap()
+        .observe()
+        .await
+        .unwrap()
+        .unwrap();
+    let o = obs.events[0].attributes["outcome"].clone();
+    assert!(
+        o.starts_with("denied: ") && o.contains("not allowlisted"),
+        "{o}"
+    );
+    // The control: the same attempt succeeds once the user allows that origin, so the
+    // denial above is the grant policy and not a broken attempt.
+    let control = PluginBuilder::new(PluginSource::file(guests::GUEST_PROBE))
+        .setting("mode", "sneaky")
+        .setting("sneaky", server.url())
+        .allow(server.url())
+        .build()
+        .await
+        .unwrap();
+    let obs = control
+        .session()
+        .await
+        .unwrap()
+        .observe()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        obs.events[0].attributes["outcome"].starts_with("ok: "),
+        "{:?}",
+        obs.events
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        hidden.accepted(),
+        0,
+        "the hidden listener saw no connection"
+    );
+}
+
+/// A contract 0.1 component, built with wit-bindgen against wit/since_v0.1.0 and not the
+/// SDK, still loads and observes through the host, and (0.1 declares no settings) its
+/// URL-valued settings are granted as they always were.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_v010() {
+    let server = JsonServer::start(r#"{"ok":true}"#);
+    let plugin = load(
+        guests::GUEST_V010,
+        Limits::default(),
+        &[("target", server.url())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(plugin.wit_version(), "0.1.0");
+    assert_eq!(plugin.metadata().name, "v010");
+    assert!(plugin.metadata().settings.is_empty(), "0.1 declares none");
+    assert!(
+        plugin
+            .allowed_origins()
+            .iter()
+            .any(|o| o.contains(&server.port.to_string())),
+        "the URL setting is a grant under 0.1: {:?}",
+        plugin.allowed_origins()
+    );
+    let mut session = plugin.session().await.unwrap();
+    let obs = session.observe().await.unwrap().unwrap();
+    assert_eq!(obs.components.len(), 1);
+    assert_eq!(obs.components[0].id, "svc");
+    assert_eq!(obs.components[0].attributes["status"], "200");
+    assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        session
+            .check_invariants(&[obs])
+            .await
+            .unwrap()
+            .violations
+            .is_empty()
+    );
+
+    // The subject failing shows as a 0.1 violation, converted like any other.
+    server.set(503, "down");
+    let mut session = plugin.session().await.unwrap();
+    let obs = session.observe().await.unwrap().unwrap();
+    let v = session.check_invariants(&[obs]).await.unwrap().violations;
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].invariant, "V010-01");
+
+    // Its read-only action runs without permission.
+    let (_, out) = plugin.execute("ping", &[], None).await.unwrap();
+    assert_eq!(out.unwrap(), "HTTP 503");
 }
