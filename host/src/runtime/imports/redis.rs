@@ -213,6 +213,16 @@ impl RedisPool {
         idle.remove(i)
     }
 
+    /// Called before opening a new connection: while the pool is full, the oldest idle
+    /// connection is closed first, so idle plus the one about to open stay within `max`.
+    fn make_room(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            while idle.len() >= self.max {
+                idle.pop_front();
+            }
+        }
+    }
+
     fn put(&self, conn: Conn) {
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() >= self.max {
@@ -439,7 +449,10 @@ impl Host for HostState {
         let run = async move {
             let mut conn = match ctx.redis.pool.take(&target) {
                 Some(c) => c,
-                None => connect(&target, &limits).await?,
+                None => {
+                    ctx.redis.pool.make_room();
+                    connect(&target, &limits).await?
+                }
             };
             match exchange(&mut conn, &args, &limits).await {
                 Ok(v) => {
