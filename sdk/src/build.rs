@@ -29,8 +29,8 @@
 //! ```
 
 use crate::{
-    ActionInfo, Comparison, FailureMode, InvariantInfo, Kv, Metadata, MetricCheck, ParamInfo,
-    Risk, SettingInfo, SettingKind, Severity, Signal, SignalCheck, Violation, kv,
+    ActionInfo, Comparison, FailureMode, InvariantInfo, Kv, Metadata, MetricCheck, ParamInfo, Risk,
+    SettingInfo, SettingKind, Severity, Signal, SignalCheck, Violation, kv,
 };
 
 /// A declared setting.
@@ -254,7 +254,8 @@ impl FailureMode {
 
     /// A clue that this mode is the cause, weighted 0.0 to 1.0.
     pub fn signal_for(mut self, description: &str, check: SignalCheck, weight: f32) -> Self {
-        self.signals_for.push(Signal::new(description, check, weight));
+        self.signals_for
+            .push(Signal::new(description, check, weight));
         self
     }
 
@@ -339,7 +340,9 @@ mod tests {
         assert!(matches!(m.actions[0].risk, Risk::High));
         let f = &m.failure_modes[0];
         assert_eq!(f.suggested_action.as_deref(), Some("A-1"));
-        assert!(matches!(&f.signals_against[0].check, SignalCheck::Evidence(kv) if kv.value == "true"));
+        assert!(
+            matches!(&f.signals_against[0].check, SignalCheck::Evidence(kv) if kv.value == "true")
+        );
         let v = Violation::new("W-1", Severity::Warning, "web")
             .component("web")
             .evidence("n", 3);

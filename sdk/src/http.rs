@@ -72,7 +72,10 @@ impl fmt::Display for Error {
             }
             Error::Decode { url, message } => write!(f, "{url}: malformed response: {message}"),
             Error::Encode { url, message } => {
-                write!(f, "{url}: request body not sent, it cannot be serialized: {message}")
+                write!(
+                    f,
+                    "{url}: request body not sent, it cannot be serialized: {message}"
+                )
             }
         }
     }
