@@ -108,6 +108,27 @@ async fn guest_hog() {
             .name,
         "hog"
     );
+    // The hog implements only `metadata` and `observe`: the SDK's defaults answer the rest
+    // (no violations; actions are refused by the host, as the plugin declares none).
+    let empty = operator::model::Observation {
+        timestamp_ms: 1,
+        components: vec![],
+        metrics: vec![],
+        events: vec![],
+        problems: vec![],
+    };
+    let checked = plugin
+        .session()
+        .await
+        .unwrap()
+        .check_invariants(&[empty])
+        .await
+        .unwrap();
+    assert!(checked.violations.is_empty() && checked.capped.is_none());
+    assert!(matches!(
+        plugin.execute("anything", &[], None).await,
+        Err(PluginError::UnknownAction { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -26,13 +26,8 @@ impl Subject for Guest {
         }
     }
 
-    fn check_invariants(_history: Vec<Observation>) -> Vec<Violation> {
-        vec![]
-    }
-
-    fn execute(action: String, _params: Vec<Kv>) -> Result<String, ActionError> {
-        Err(ActionError::UnknownAction(action))
-    }
+    // check_invariants and execute: the SDK's defaults. This guest is also the proof that
+    // a subject implementing only `metadata` and `observe` builds and runs.
 }
 
 operator_sdk::export_subject!(Guest);
