@@ -563,7 +563,7 @@ fn offline_diagnosis_names_each_live_fault() {
     ));
 
     println!(
-        "\noffline diagnosis of live faults (context tokens: not in the record; see the bench):"
+        "\noffline diagnosis of live faults (the record carries no context size for offline):"
     );
     println!(
         "  {:<42} {:>6}  {:<6} {:<22} {:<40} {:>5} {:>4}  INCIDENT",
