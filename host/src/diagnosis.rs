@@ -220,11 +220,18 @@ impl Worker {
             std::process::id(),
             crate::now_ms()
         );
+        // The lease bounds how long a crashed worker's ticket waits to be claimed again:
+        // short for the offline reasoner (milliseconds of work), long enough for a model's
+        // tool-use loop otherwise.
+        let lease = match backend {
+            Backend::Offline => Duration::from_secs(15),
+            _ => Duration::from_secs(300),
+        };
         Worker {
             store,
             backend,
             owner,
-            lease: Duration::from_secs(120),
+            lease,
         }
     }
 

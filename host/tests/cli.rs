@@ -277,7 +277,12 @@ fn sigkill_mid_write_leaves_a_consistent_db() {
             let mut i = 0u32;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let comps: Vec<String> = (0..6)
-                    .map(|c| format!(r#"{{"id":"c{c}","healthy":{}}}"#, (i / (c + 1)) % 2 == 0))
+                    .map(|c| {
+                        format!(
+                            r#"{{"id":"c{c}","healthy":{}}}"#,
+                            (i / (c + 1)).is_multiple_of(2)
+                        )
+                    })
                     .collect();
                 s2.set(200, &format!(r#"{{"components":[{}]}}"#, comps.join(",")));
                 std::thread::sleep(Duration::from_millis(15));
@@ -411,11 +416,14 @@ fn spawn_sleeping_run(db: &Path, sleep_ms: &str) -> (Child, std::sync::mpsc::Rec
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("`starting monitor` within 30s");
-        if line.contains("starting monitor") {
-            return (child, rx);
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("starting monitor") => return (child, rx),
+            Ok(_) => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no `starting monitor` within 30s: {e}");
+            }
         }
     }
 }

@@ -201,10 +201,11 @@ impl Node {
         let result = if self.chaos.local_only() {
             self.decide_locally(key, cost, Mode::LocalOnly)
         } else if self.redis_up() {
-            if let Some(delay) = self.chaos.redis_latency() {
-                tokio::time::sleep(delay).await;
-            }
-            match self.store.decide(key, cost).await {
+            match self
+                .store
+                .decide(key, cost, self.chaos.redis_latency())
+                .await
+            {
                 Ok(d) => {
                     if d.allowed {
                         self.metrics.allowed.inc();

@@ -187,11 +187,26 @@ impl Store {
         inv
     }
 
-    pub async fn decide(&self, key: &str, cost: u64) -> Result<RedisDecision, StoreError> {
+    /// `delay` (the chaos switch `redis_latency_ms`) is spent inside the timed round trip,
+    /// as network latency to Redis would be, so `ratelimiter_redis_duration_seconds` and
+    /// the Redis timeout both see it.
+    pub async fn decide(
+        &self,
+        key: &str,
+        cost: u64,
+        delay: Option<std::time::Duration>,
+    ) -> Result<RedisDecision, StoreError> {
         let mut inv = self.invocation(&self.decide, key);
         inv.arg(cost);
         let mut c = self.conn();
-        let v: Vec<i64> = self.call(inv.invoke_async(&mut c)).await?;
+        let v: Vec<i64> = self
+            .call(async {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
         let [
             allowed,
             limit,

@@ -301,6 +301,10 @@ impl ReplyReader {
             .read_until(b'\n', &mut buf)
             .await
             .map_err(ReadError::Io)?;
+        if buf.is_empty() {
+            // The server closed the connection (a restart, an idle timeout).
+            return Err(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         if !buf.ends_with(b"\r\n") {
             return Err(ReadError::Protocol("unterminated reply line".into()));
         }
