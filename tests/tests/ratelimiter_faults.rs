@@ -35,6 +35,7 @@ struct Measured {
 fn exercise<S>(
     run: &OperatorRun,
     invariants: &[&str],
+    may_cofire: &[&str],
     state: &mut S,
     inject: impl FnOnce(&mut S),
     recover: impl FnOnce(&mut S),
@@ -76,12 +77,22 @@ fn exercise<S>(
         violated(t).is_empty() && live_tickets(run).is_empty()
     });
     for inv in invariants {
+        // Auto-resolved after exactly --resolve-after clean ticks: the store counts the
+        // streak, and resolves on the tick it reaches the policy, not before or after.
+        for t in run.tickets().iter().filter(|t| t["invariant"] == *inv) {
+            assert_eq!(t["status"], "resolved", "{t}");
+            assert_eq!(t["resolution"], "auto", "{t}");
+            assert_eq!(
+                t["clear_streak"], RESOLVE_AFTER,
+                "resolved after exactly {RESOLVE_AFTER} clean ticks: {t}"
+            );
+        }
+    }
+    // Only the invariants this fault can physically drag along may fire with it.
+    for other in &alongside {
         assert!(
-            run.tickets()
-                .iter()
-                .filter(|t| t["invariant"] == *inv)
-                .all(|t| t["status"] == "resolved" && t["resolution"].is_string()),
-            "every {inv} ticket auto-resolved"
+            may_cofire.contains(&other.as_str()),
+            "{other} fired alongside {invariants:?}, which this fault does not explain (allowed: {may_cofire:?})"
         );
     }
     Measured {
@@ -113,6 +124,7 @@ fn each_invariant_fires_from_a_real_fault_and_clears_after_recovery() {
     let m = exercise(
         &run,
         &["MON-03"],
+        &[],
         &mut cluster,
         |c| c.chaos(0, r#"{"redis_latency_ms":150}"#),
         |c| c.chaos(0, "{}"),
@@ -123,6 +135,8 @@ fn each_invariant_fires_from_a_real_fault_and_clears_after_recovery() {
     let m = exercise(
         &run,
         &["MON-04", "MON-05"],
+        // The node reports its Redis errors / local-only mode.
+        &["MON-02"],
         &mut cluster,
         |c| c.chaos(1, r#"{"local_only":true}"#),
         |c| c.chaos(1, "{}"),
@@ -132,6 +146,7 @@ fn each_invariant_fires_from_a_real_fault_and_clears_after_recovery() {
     let m = exercise(
         &run,
         &["MON-06"],
+        &[],
         &mut cluster,
         |c| {
             let reply = c.redis.command(&["SET", "rl:w:stuck:1", "5"]).unwrap();
@@ -148,6 +163,8 @@ fn each_invariant_fires_from_a_real_fault_and_clears_after_recovery() {
     let m = exercise(
         &run,
         &["MON-07"],
+        // 500 req/s more on a shared 2-core machine may slow decisions.
+        &["MON-03"],
         &mut hot,
         |h| {
             h.1 = Some(loadgen(
@@ -164,6 +181,7 @@ fn each_invariant_fires_from_a_real_fault_and_clears_after_recovery() {
     let m = exercise(
         &run,
         &["MON-01"],
+        &[],
         &mut cluster.nodes[2],
         Node::kill,
         Node::restart,
@@ -174,6 +192,8 @@ fn each_invariant_fires_from_a_real_fault_and_clears_after_recovery() {
     let m = exercise(
         &run,
         &["MON-02"],
+        // Nodes count locally while Redis is gone: drift and ghost allowing follow.
+        &["MON-04", "MON-05"],
         &mut cluster.redis,
         Redis::kill,
         Redis::restart,
