@@ -198,6 +198,8 @@ fn actions_run_through_the_host_only_when_allowed() {
         "key=x",
         "--param",
         "limit=lots",
+        "--param",
+        "window_ms=1000",
         "--allow-actions",
     ]);
     assert!(!bad.status.success());
