@@ -313,8 +313,15 @@ fn read_log(path: &std::path::Path) -> (Option<i64>, Vec<i64>) {
     };
     let (mut begun, mut committed) = (None, Vec::new());
     for line in complete.lines() {
-        let (tag, n) = line.split_once(' ').unwrap();
-        let n: i64 = n.parse().unwrap();
+        // A writer killed mid-line leaves a fragment that the next writer's first line
+        // completes: such a merged line is skipped. It cost only a lower bound (the commit
+        // it reported happened before the line was written).
+        let Some((tag, n)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(n) = n.parse::<i64>() else {
+            continue;
+        };
         match tag {
             "b" => begun = Some(n),
             "c" => committed.push(n),
