@@ -5,7 +5,7 @@
 //!
 //! Lifecycle: a worker claims a ticket (`open -> diagnosing`, compare-and-set, with a
 //! lease), diagnoses the incident it belongs to, and completes it under its lease. A
-//! failure (backend down, rate limited, malformed or rejected answer) goes back to `open`
+//! failure (backend down, throttled by the API (429), malformed or rejected answer) goes back to `open`
 //! with the error recorded and a retry time with backoff. A crashed worker's lease expires
 //! and the ticket is claimed again; a record is stored only under a live lease, so one
 //! evidence fingerprint is diagnosed once.
