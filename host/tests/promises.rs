@@ -8,7 +8,7 @@
 
 use operator::monitor::{Monitor, MonitorConfig, TickStatus};
 use operator::runtime::{
-    ActionPermission, Limits, Plugin, PluginBuilder, PluginError, PluginSource, Runtime,
+    ActionPermission, Limits, PluginBuilder, PluginError, PluginSource, Runtime,
     instantiate_raw_for_tests,
 };
 use operator::tickets::{Policy, TicketStore};
@@ -34,17 +34,8 @@ fn with_deadline(deadline: Duration) -> Limits {
     }
 }
 
-async fn build(
-    path: &str,
-    limits: Limits,
-    settings: &[(&str, String)],
-) -> Result<Plugin, PluginError> {
-    let mut b = PluginBuilder::new(PluginSource::file(path)).limits(limits);
-    for (k, v) in settings {
-        b = b.setting(*k, v.clone());
-    }
-    b.build().await
-}
+mod common;
+use common::load as build;
 
 fn assert_deadline(err: &PluginError, call: &str, limit: Duration) {
     match err {

@@ -2,7 +2,7 @@
 //! keeps going. `foreach_guest!` makes a missing test a compile error.
 
 use operator::monitor::{Monitor, MonitorConfig, TickReport, TickStatus};
-use operator::runtime::{Limits, Plugin, PluginBuilder, PluginError, PluginSource};
+use operator::runtime::{Limits, PluginBuilder, PluginError, PluginSource};
 use operator::tickets::{Policy, Resolution, Status, TicketStore};
 use operator_tests::guests;
 use operator_tests::support::{CountingListener, JsonServer};
@@ -17,17 +17,8 @@ macro_rules! assert_test_exists {
 }
 operator_tests::foreach_guest!(assert_test_exists);
 
-async fn load(
-    path: &str,
-    limits: Limits,
-    settings: &[(&str, String)],
-) -> Result<Plugin, PluginError> {
-    let mut builder = PluginBuilder::new(PluginSource::file(path)).limits(limits);
-    for (k, v) in settings {
-        builder = builder.setting(*k, v.clone());
-    }
-    builder.build().await
-}
+mod common;
+use common::load;
 
 /// One monitor tick that must not be cut short (nobody requests a stop here).
 async fn tick(monitor: &mut Monitor, stop: &mut watch::Receiver<bool>) -> TickReport {
