@@ -1,18 +1,70 @@
-//! The monitor loop: on a fixed cadence, instantiate the plugin, observe, check the
-//! invariants against recent history, and write the tick to the ticket store.
+//! The monitor loop: on a fixed cadence, observe, check the invariants against recent
+//! history, and write the tick to the ticket store.
 //!
 //! Plugin work is async and bounded by the plugin's deadline, so the cadence holds
 //! whatever the plugin does. A stop request (SIGTERM, Ctrl-C) lets the current tick finish
 //! and commit if it can within [`MonitorConfig::grace`]; past that the plugin call is cut
 //! off and nothing half-done is written. Ticket writes are one transaction each and are
 //! never interrupted.
+//!
+//! One plugin instance serves many ticks ([`InstancePolicy`]): a fresh instance every
+//! second costs more than the tick itself (new linear memory, page faults, the guest's
+//! start code and a cold heap). The sandbox promises stay per call (deadline, memory cap,
+//! import caps, read-only phase), and any failure (trap, deadline, memory overrun) discards
+//! the instance, so the next tick starts clean.
 
 use crate::model::{Observation, ObserveError, Violation};
-use crate::runtime::{Plugin, PluginError};
+use crate::runtime::{Plugin, PluginError, Session};
 use crate::tickets::{Policy, StoreError, TickOutcome, TickRecord, TickResult, TicketStore};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// When a long-lived plugin instance is replaced by a fresh one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstancePolicy {
+    /// Keep the instance across ticks at all; `false` instantiates for every tick.
+    pub reuse: bool,
+    /// Ticks one instance serves before a fresh one replaces it, so that nothing a guest
+    /// accumulates (heap fragmentation, caches) lives forever.
+    pub max_ticks: u64,
+    /// Replace the instance once its memory passes this share of the memory cap, leaving
+    /// the next tick headroom instead of letting it hit the cap mid-call.
+    pub max_memory_percent: usize,
+    /// Replace the instance once the guest's stderr holds this much; the pipe is bounded,
+    /// and its tail is what explains a trap.
+    pub max_stderr_bytes: usize,
+}
+
+impl Default for InstancePolicy {
+    fn default() -> Self {
+        InstancePolicy {
+            reuse: true,
+            max_ticks: 3600,
+            max_memory_percent: 50,
+            max_stderr_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl InstancePolicy {
+    /// A fresh instance for every tick.
+    pub fn fresh_every_tick() -> InstancePolicy {
+        InstancePolicy {
+            reuse: false,
+            ..InstancePolicy::default()
+        }
+    }
+
+    /// Whether `session`, having served `ticks`, may serve the next tick.
+    fn keeps(&self, session: &Session, ticks: u64, memory_cap: usize) -> bool {
+        self.reuse
+            && !session.is_spent()
+            && ticks < self.max_ticks
+            && session.memory_in_use() <= memory_cap / 100 * self.max_memory_percent
+            && session.stderr_bytes() < self.max_stderr_bytes
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct MonitorConfig {
@@ -21,6 +73,7 @@ pub struct MonitorConfig {
     pub policy: Policy,
     /// How long a stop request waits for the current tick to finish.
     pub grace: Duration,
+    pub instance: InstancePolicy,
 }
 
 impl MonitorConfig {
@@ -30,6 +83,7 @@ impl MonitorConfig {
             once: false,
             policy,
             grace: Duration::from_millis(900),
+            instance: InstancePolicy::default(),
         }
     }
 }
@@ -54,23 +108,29 @@ pub struct TickReport {
     pub outcome: TickOutcome,
 }
 
-/// Runs the plugin's part of one tick: fresh instance, observe, check-invariants. What the
-/// plugin returned beyond the output caps shows up as a problem of the observation.
+/// Runs the plugin's part of one tick on a fresh instance. What the plugin returned beyond
+/// the output caps shows up as a problem of the observation.
 pub async fn run_plugin_tick(plugin: &Plugin, history: &VecDeque<Observation>) -> TickStatus {
-    let mut session = match plugin.session().await {
-        Ok(s) => s,
-        Err(e) => return TickStatus::PluginFailed(e),
-    };
+    match plugin.session().await {
+        Ok(mut session) => tick_on(&mut session, history).await,
+        Err(e) => TickStatus::PluginFailed(e),
+    }
+}
+
+/// The plugin's part of one tick on an instance that may have served earlier ticks:
+/// observe, then check-invariants over the history plus the new observation.
+pub async fn tick_on(session: &mut Session, history: &VecDeque<Observation>) -> TickStatus {
     let observation = match session.observe().await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => return TickStatus::ObserveFailed(e),
         Err(e) => return TickStatus::PluginFailed(e),
     };
-    // The past by reference: it is lowered into the guest, never copied here.
+    // The past by reference, never copied here; an instance that already holds it (it
+    // returned those observations on earlier ticks) is not sent it again.
     let mut window: Vec<&Observation> = Vec::with_capacity(history.len() + 1);
     window.extend(history.iter());
     window.push(&observation);
-    let checked = session.check_window(&window).await;
+    let checked = session.check_latest(&window).await;
     drop(window);
     match checked {
         Ok(checked) => {
@@ -122,6 +182,9 @@ pub struct Monitor {
     store: TicketStore,
     config: MonitorConfig,
     history: VecDeque<Observation>,
+    /// The instance kept from the last tick, and how many ticks it has served.
+    instance: Option<(Session, u64)>,
+    instances_started: u64,
 }
 
 impl Monitor {
@@ -131,7 +194,14 @@ impl Monitor {
             store,
             config,
             history: VecDeque::new(),
+            instance: None,
+            instances_started: 0,
         }
+    }
+
+    /// How many plugin instances this monitor has started so far.
+    pub fn instances_started(&self) -> u64 {
+        self.instances_started
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -142,16 +212,37 @@ impl Monitor {
         &mut self.store
     }
 
-    /// Runs the plugin's part of a tick, giving up `grace` after `stop` fires.
-    async fn plugin_part(&self, stop: &mut watch::Receiver<bool>) -> Option<TickStatus> {
-        let work = run_plugin_tick(&self.plugin, &self.history);
+    /// Runs the plugin's part of a tick, giving up `grace` after `stop` fires. The instance
+    /// travels with the work: if the work is cut off, the instance goes with it.
+    async fn plugin_part(&mut self, stop: &mut watch::Receiver<bool>) -> Option<TickStatus> {
+        let kept = self.instance.take();
+        let fresh = kept.is_none();
+        let (plugin, history) = (&self.plugin, &self.history);
+        let work = async move {
+            let (mut session, served) = match kept {
+                Some(kept) => kept,
+                None => match plugin.session().await {
+                    Ok(s) => (s, 0),
+                    Err(e) => return (TickStatus::PluginFailed(e), None),
+                },
+            };
+            let status = tick_on(&mut session, history).await;
+            (status, Some((session, served + 1)))
+        };
         tokio::pin!(work);
-        tokio::select! {
-            status = &mut work => Some(status),
+        let done = tokio::select! {
+            done = &mut work => Some(done),
             _ = stopped(stop) => {
                 tokio::time::timeout(self.config.grace, &mut work).await.ok()
             }
+        };
+        let (status, session) = done?;
+        if fresh && session.is_some() {
+            self.instances_started += 1;
         }
+        let cap = self.plugin.limits().memory_bytes;
+        self.instance = session.filter(|(s, served)| self.config.instance.keeps(s, *served, cap));
+        Some(status)
     }
 
     /// One full tick: plugin work, then one transaction in the store. `None` when a stop
@@ -188,7 +279,7 @@ impl Monitor {
             },
         };
         let fingerprint = fingerprint(&status);
-        let outcome = self.store.record_tick(
+        let recorded = self.store.record_tick(
             &TickRecord {
                 subject: &subject,
                 tick,
@@ -198,7 +289,16 @@ impl Monitor {
                 fingerprint: fingerprint.as_deref(),
             },
             self.config.policy,
-        )?;
+        );
+        let outcome = match recorded {
+            Ok(o) => o,
+            Err(e) => {
+                // The history will not take this observation, but the instance holds it:
+                // start the next tick on a fresh one.
+                self.instance = None;
+                return Err(e);
+            }
+        };
         if let TickStatus::Observed { observation, .. } = &status {
             self.history.push_back(observation.clone());
             // Past observations plus the next tick's make a window of `history`.

@@ -1,7 +1,7 @@
 //! Every hostile guest under tests/guests is contained with a clear error, and the host
 //! keeps going. `foreach_guest!` makes a missing test a compile error.
 
-use operator::monitor::{Monitor, MonitorConfig, TickReport, TickStatus};
+use operator::monitor::{InstancePolicy, Monitor, MonitorConfig, TickReport, TickStatus};
 use operator::runtime::{Limits, PluginBuilder, PluginError, PluginSource};
 use operator::tickets::{Policy, Resolution, Status, TicketStore};
 use operator_tests::guests;
@@ -236,13 +236,14 @@ async fn guest_oldwit() {
     match &err {
         PluginError::IncompatibleVersion { plugin, host, .. } => {
             assert_eq!(plugin, "0.9.0");
-            assert_eq!(host, "0.1.0, 0.2.0");
+            assert_eq!(host, "0.1.0, 0.2.0, 0.3.0");
         }
         other => panic!("expected a version error, got {other}"),
     }
     let msg = err.to_string();
     assert!(
-        msg.contains("operator:subject@0.9.0") && msg.contains("operator:subject@{0.1.0, 0.2.0}"),
+        msg.contains("operator:subject@0.9.0")
+            && msg.contains("operator:subject@{0.1.0, 0.2.0, 0.3.0}"),
         "{msg}"
     );
 }
@@ -620,4 +621,87 @@ async fn guest_v010() {
     // Its read-only action runs without permission.
     let (_, out) = plugin.execute("ping", &[], None).await.unwrap();
     assert_eq!(out.unwrap(), "HTTP 503");
+}
+
+/// How many times the instance that made this observation had observed.
+fn instance_observes(report: &TickReport) -> u64 {
+    let TickStatus::Observed { observation, .. } = &report.status else {
+        panic!("expected an observation, got {:?}", report.status);
+    };
+    observation.components[0]
+        .attributes
+        .get("instance_observes")
+        .and_then(|v| v.parse().ok())
+        .expect("every component says how often its instance observed")
+}
+
+/// The monitor keeps one instance across ticks; a trap, an overrun deadline or the memory
+/// cap discards it, and the tick after that runs on a fresh one.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_scale() {
+    let control = JsonServer::start(r#"{"mode":"ok"}"#);
+    let limits = Limits {
+        deadline: Duration::from_millis(500),
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let settings = [
+        ("components", "3".to_string()),
+        ("series", "50".to_string()),
+        ("control", control.url()),
+    ];
+    let plugin = load(guests::GUEST_SCALE, limits, &settings).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = TicketStore::open(&dir.path().join("t.db")).unwrap();
+    let config = MonitorConfig::new(Duration::from_millis(10), Policy::default());
+    let mut monitor = Monitor::new(plugin, store, config);
+    let (_stop_tx, mut stop) = watch::channel(false);
+
+    let mut seen = vec![];
+    for _ in 0..3 {
+        seen.push(instance_observes(&tick(&mut monitor, &mut stop).await));
+    }
+    assert_eq!(seen, [1, 2, 3], "one instance serves consecutive ticks");
+    assert_eq!(monitor.instances_started(), 1);
+
+    for (mode, kind) in [("trap", "trap"), ("sleep", "deadline"), ("grow", "memory")] {
+        control.set(200, &format!(r#"{{"mode":"{mode}"}}"#));
+        let failed = tick(&mut monitor, &mut stop).await;
+        match &failed.status {
+            TickStatus::PluginFailed(e) => assert_eq!(e.kind(), kind, "{mode}: {e}"),
+            other => panic!("{mode}: expected the plugin to fail, got {other:?}"),
+        }
+        control.set(200, r#"{"mode":"ok"}"#);
+        let next = tick(&mut monitor, &mut stop).await;
+        assert_eq!(
+            instance_observes(&next),
+            1,
+            "after a {mode}, the next tick starts on a fresh instance"
+        );
+    }
+    assert_eq!(monitor.instances_started(), 4);
+
+    // Asked to, the monitor instantiates every tick; and a kept instance is replaced after
+    // `max_ticks`.
+    for (policy, want) in [
+        (InstancePolicy::fresh_every_tick(), [1, 1, 1, 1]),
+        (
+            InstancePolicy {
+                max_ticks: 2,
+                ..InstancePolicy::default()
+            },
+            [1, 2, 1, 2],
+        ),
+    ] {
+        let plugin = load(guests::GUEST_SCALE, limits, &settings).await.unwrap();
+        let store = TicketStore::open(&dir.path().join("u.db")).unwrap();
+        let mut config = MonitorConfig::new(Duration::from_millis(10), Policy::default());
+        config.instance = policy;
+        let mut monitor = Monitor::new(plugin, store, config);
+        let mut seen = vec![];
+        for _ in 0..4 {
+            seen.push(instance_observes(&tick(&mut monitor, &mut stop).await));
+        }
+        assert_eq!(seen, want, "{policy:?}");
+    }
 }

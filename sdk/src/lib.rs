@@ -37,7 +37,7 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "subject",
-        path: "../wit/since_v0.2.0",
+        path: "../wit/since_v0.3.0",
         pub_export_macro: true,
         default_bindings_module: "operator_sdk::bindings",
         runtime_path: "operator_sdk::__wit_bindgen::rt",
@@ -52,6 +52,8 @@ pub mod log;
 pub mod logs;
 pub mod prometheus;
 pub mod redis;
+#[doc(hidden)]
+pub mod retained;
 
 pub use bindings::operator::subject::types::{
     ActionError, ActionInfo, Comparison, Component, ComponentState, Event, FailureMode,
@@ -62,7 +64,7 @@ pub use bindings::operator::subject::types::{
 
 /// The WIT package version this SDK builds plugins against: the newest `wit/since_v*`
 /// folder. A host test checks that it, the folder and the host agree.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// What a subject plugin implements. Only `metadata` and `observe` are required.
 pub trait Subject {
@@ -74,7 +76,11 @@ pub trait Subject {
 
     /// Checks the invariants against recent observations, oldest first; the last one is
     /// this tick's. Reads only. By default there is nothing to check.
-    fn check_invariants(history: Vec<Observation>) -> Vec<Violation> {
+    ///
+    /// The same instance may be asked again over observations it already holds (contract
+    /// 0.3's `check-retained`, wired in by [`export_subject!`]), so the answer must depend
+    /// only on `history`, not on earlier calls.
+    fn check_invariants(history: &[Observation]) -> Vec<Violation> {
         let _ = history;
         Vec::new()
     }
@@ -100,12 +106,22 @@ macro_rules! export_subject {
                 <$ty as $crate::Subject>::metadata()
             }
             fn observe() -> ::core::result::Result<$crate::Observation, $crate::ObserveError> {
-                <$ty as $crate::Subject>::observe()
+                let out = <$ty as $crate::Subject>::observe();
+                if let ::core::result::Result::Ok(o) = &out {
+                    $crate::retained::observed(o);
+                }
+                out
             }
             fn check_invariants(
                 history: ::std::vec::Vec<$crate::Observation>,
             ) -> ::std::vec::Vec<$crate::Violation> {
-                <$ty as $crate::Subject>::check_invariants(history)
+                $crate::retained::given(&history);
+                <$ty as $crate::Subject>::check_invariants(&history)
+            }
+            fn check_retained(
+                count: u32,
+            ) -> ::core::option::Option<::std::vec::Vec<$crate::Violation>> {
+                $crate::retained::check(count, |w| <$ty as $crate::Subject>::check_invariants(w))
             }
             fn execute(
                 action: ::std::string::String,

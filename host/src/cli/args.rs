@@ -149,6 +149,10 @@ pub struct RunFlags {
     /// Observations of history handed to check-invariants [default: 5].
     #[arg(long)]
     pub history: Option<usize>,
+    /// Start a fresh plugin instance for every tick instead of keeping one across ticks
+    /// (costs more; for comparison, or to rule out state a plugin keeps).
+    #[arg(long)]
+    pub instance_per_tick: bool,
 }
 
 /// `operator run`'s configuration, typed.
@@ -159,6 +163,7 @@ pub struct RunConfig {
     pub once: bool,
     pub db: PathBuf,
     pub policy: Policy,
+    pub instance_per_tick: bool,
 }
 
 impl RunConfig {
@@ -189,6 +194,7 @@ impl RunConfig {
             once: flags.once,
             db: db_path(flags.db.as_ref().or(file.db.as_ref())),
             policy,
+            instance_per_tick: flags.instance_per_tick,
         })
     }
 }
@@ -232,6 +238,7 @@ mod tests {
             db: None,
             resolve_after: None,
             history: None,
+            instance_per_tick: false,
         };
         let c = RunConfig::resolve(&file, &source, &grants(&[("n", "4")]), &flags).unwrap();
         assert!(matches!(&c.plugin.source, PluginSource::Bundled(n) if n == "web"));
@@ -259,6 +266,7 @@ mod tests {
                 db: None,
                 resolve_after: None,
                 history: None,
+                instance_per_tick: false,
             },
         )
         .unwrap();

@@ -3,7 +3,7 @@
 use super::args::{GrantArgs, Output, RunConfig, RunFlags, SourceArgs, file_config};
 use super::output::format_time;
 use crate::model::{Problem, Violation};
-use crate::monitor::{Monitor, MonitorConfig, TickReport, TickStatus};
+use crate::monitor::{InstancePolicy, Monitor, MonitorConfig, TickReport, TickStatus};
 use crate::tickets::TicketStore;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -107,6 +107,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let mut monitor_config = MonitorConfig::new(config.interval, config.policy);
     monitor_config.once = config.once;
+    if config.instance_per_tick {
+        monitor_config.instance = InstancePolicy::fresh_every_tick();
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -46,7 +46,9 @@ fn long(s: &mut String, l: &OutputLimits, cut: &mut usize) {
 }
 
 /// Cuts an observation to the caps; adds one problem saying what was cut.
-pub fn observation(o: &mut Observation, l: &OutputLimits) {
+/// Returns whether anything was cut (the observation then differs from what the plugin
+/// returned, by the cut and by the note saying so).
+pub fn observation(o: &mut Observation, l: &OutputLimits) -> bool {
     let mut notes = Vec::new();
     cap_list(
         &mut o.components,
@@ -93,12 +95,14 @@ pub fn observation(o: &mut Observation, l: &OutputLimits) {
             "{cut} strings or attributes over the length caps were cut"
         ));
     }
-    if !notes.is_empty() {
-        o.problems.push(Problem {
-            source: SOURCE.into(),
-            message: format!("output over the host's caps: dropped {}", notes.join("; ")),
-        });
+    if notes.is_empty() {
+        return false;
     }
+    o.problems.push(Problem {
+        source: SOURCE.into(),
+        message: format!("output over the host's caps: dropped {}", notes.join("; ")),
+    });
+    true
 }
 
 pub fn observe_error(e: &mut model::ObserveError, l: &OutputLimits) {

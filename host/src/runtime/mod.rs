@@ -41,6 +41,7 @@ pub mod version;
 
 pub use bindings::{ActionFailure, ContractVersion};
 pub use limits::Limits;
+pub use state::RecordedRequest;
 
 use crate::model;
 use allowlist::Allowlist;
@@ -192,6 +193,11 @@ impl Runtime {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        // For plugin authors profiling their guest with `perf`: names the JIT code in
+        // /tmp/perf-PID.map.
+        if std::env::var_os("OPERATOR_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| PluginError::Setup(e.to_string()))?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
@@ -613,6 +619,8 @@ impl Plugin {
             instance,
             limits,
             spent: false,
+            retained: 0,
+            checks: CheckCounts::default(),
         })
     }
 
@@ -744,9 +752,50 @@ pub struct Session {
     instance: Instance,
     limits: Limits,
     spent: bool,
+    /// How many of the newest observations this session returned are held by the instance
+    /// exactly as the host holds them (contract 0.3's `check-retained`).
+    retained: usize,
+    checks: CheckCounts,
+}
+
+/// How the checks of one session ran: over the window the instance held, or with the
+/// window sent in full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckCounts {
+    pub retained: u64,
+    pub sent: u64,
 }
 
 impl Session {
+    /// Whether an earlier call failed, which leaves the instance unusable.
+    pub fn is_spent(&self) -> bool {
+        self.spent
+    }
+
+    /// Bytes of linear memory and tables the instance holds now.
+    pub fn memory_in_use(&self) -> usize {
+        self.store.data().memory.used
+    }
+
+    /// Bytes the guest has written to stderr over the instance's life (the pipe keeps at
+    /// most 64 KiB; a long-lived instance is replaced before it fills).
+    pub fn stderr_bytes(&self) -> usize {
+        self.store.data().stderr.contents().len()
+    }
+
+    /// Starts (or stops) recording the requests the sandbox lets through.
+    pub fn record_requests(&mut self, on: bool) {
+        self.store.data_mut().recorded = on.then(Vec::new);
+    }
+
+    /// The requests recorded since the last take, oldest first.
+    pub fn take_requests(&mut self) -> Vec<RecordedRequest> {
+        match &mut self.store.data_mut().recorded {
+            Some(log) => std::mem::take(log),
+            None => Vec::new(),
+        }
+    }
+
     fn begin(&mut self, phase: Phase) -> Result<(), PluginError> {
         if self.spent {
             return Err(PluginError::Spent);
@@ -814,7 +863,12 @@ impl Session {
         let out = self.finish("observe", out)?;
         Ok(out
             .map(|mut o| {
-                caps::observation(&mut o, &self.limits.output);
+                if caps::observation(&mut o, &self.limits.output) {
+                    // The instance holds the observation as it returned it, not as cut.
+                    self.retained = 0;
+                } else {
+                    self.retained += 1;
+                }
                 o
             })
             .map_err(|mut e| {
@@ -832,7 +886,7 @@ impl Session {
     }
 
     /// `check-invariants` over observations the caller keeps elsewhere (oldest first, the
-    /// current one last), without copying them.
+    /// current one last), sending them all.
     pub async fn check_window(
         &mut self,
         history: &[&model::Observation],
@@ -844,8 +898,53 @@ impl Session {
         )
         .await;
         let mut violations = self.finish("check-invariants", out)?;
+        self.checks.sent += 1;
+        // The instance now holds these, which may not be what the next window ends with.
+        self.retained = 0;
         let capped = caps::violations(&mut violations, &self.limits.output);
         Ok(Checked { violations, capped })
+    }
+
+    /// The monitor's check: like [`Session::check_window`], but when the instance already
+    /// holds the window (it returned these observations itself, on 0.3 and later), it checks
+    /// them where they are instead of receiving them again.
+    ///
+    /// The window must end with the observations this session returned from `observe`, in
+    /// order, as the session returned them, preceded by whatever the caller kept from
+    /// before; the monitor's history is exactly that.
+    pub async fn check_latest(
+        &mut self,
+        window: &[&model::Observation],
+    ) -> Result<Checked, PluginError> {
+        let count = window.len();
+        let contract = self.instance.contract();
+        if contract.retains_history() && count > 0 && self.retained >= count {
+            self.begin(Phase::ReadOnly)?;
+            let out = tokio::time::timeout(
+                self.limits.deadline,
+                self.instance
+                    .check_retained(&mut self.store, count.min(u32::MAX as usize) as u32),
+            )
+            .await;
+            if let Some(mut violations) = self.finish("check-retained", out)? {
+                self.checks.retained += 1;
+                let capped = caps::violations(&mut violations, &self.limits.output);
+                if capped.is_some() {
+                    // The host notes the cut in its copy of the observation.
+                    self.retained = 0;
+                }
+                return Ok(Checked { violations, capped });
+            }
+        }
+        let checked = self.check_window(window).await?;
+        // Given the whole window, the instance now holds it as sent.
+        self.retained = if checked.capped.is_some() { 0 } else { count };
+        Ok(checked)
+    }
+
+    /// How this session's checks ran so far.
+    pub fn checks(&self) -> CheckCounts {
+        self.checks
     }
 
     async fn execute_in(

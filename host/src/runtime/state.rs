@@ -67,6 +67,15 @@ pub struct CallCounters {
     pub log_lines_dropped: usize,
 }
 
+/// One request a plugin made through the host, as the host sent it. Recorded only when
+/// asked ([`super::Session::record_requests`]): the tick-cost bench replays them from plain
+/// host code to measure the floor a tick's I/O costs without the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordedRequest {
+    Http { method: String, url: String },
+    Redis { url: String, args: Vec<String> },
+}
+
 /// The data of one plugin store (one instantiation).
 pub struct HostState {
     pub ctx: Arc<PluginContext>,
@@ -75,6 +84,8 @@ pub struct HostState {
     pub calls: CallCounters,
     pub memory: MemoryCap,
     pub stderr: MemoryOutputPipe,
+    /// Requests allowed through, when recording is on.
+    pub recorded: Option<Vec<RecordedRequest>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -98,6 +109,7 @@ impl HostState {
             calls: CallCounters::default(),
             memory: MemoryCap::new(limits),
             stderr,
+            recorded: None,
             wasi,
             table: ResourceTable::new(),
         }
@@ -108,6 +120,13 @@ impl HostState {
         self.deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
+    }
+
+    /// Notes a request the sandbox let through, if recording is on.
+    pub fn record(&mut self, request: impl FnOnce() -> RecordedRequest) {
+        if let Some(log) = &mut self.recorded {
+            log.push(request());
+        }
     }
 
     /// Captured guest stderr (a panic message, typically), trimmed.

@@ -40,9 +40,9 @@ impl Subject for RateLimiter {
         observe::observe()
     }
 
-    fn check_invariants(history: Vec<Observation>) -> Vec<Violation> {
+    fn check_invariants(history: &[Observation]) -> Vec<Violation> {
         let thresholds = invariants::Thresholds::from_config();
-        invariants::check(&history, &thresholds)
+        invariants::check(history, &thresholds)
     }
 
     fn execute(action: String, params: Vec<Kv>) -> Result<String, ActionError> {

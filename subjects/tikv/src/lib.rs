@@ -97,9 +97,9 @@ mod guest {
             observe::observe(&Host, &s, now_ms())
         }
 
-        fn check_invariants(history: Vec<Observation>) -> Vec<Violation> {
+        fn check_invariants(history: &[Observation]) -> Vec<Violation> {
             let thresholds = settings().map(|s| s.thresholds).unwrap_or_default();
-            invariants::check(&history, &thresholds)
+            invariants::check(history, &thresholds)
         }
 
         fn execute(action: String, params: Vec<Kv>) -> Result<String, ActionError> {

@@ -8,10 +8,12 @@
 //! matching bindings so the rest of the runtime never names a version.
 
 mod convert;
+mod forward;
 pub mod v0_1;
 pub mod v0_2;
+pub mod v0_3;
 
-pub use v0_2 as latest;
+pub use v0_3 as latest;
 
 use super::state::HostState;
 use crate::model;
@@ -23,18 +25,24 @@ use wasmtime::component::{HasSelf, InstancePre, Linker};
 pub enum ContractVersion {
     V0_1,
     V0_2,
+    V0_3,
 }
 
 impl ContractVersion {
     /// Every supported version, oldest first.
-    pub const ALL: &'static [ContractVersion] = &[ContractVersion::V0_1, ContractVersion::V0_2];
-    pub const LATEST: ContractVersion = ContractVersion::V0_2;
+    pub const ALL: &'static [ContractVersion] = &[
+        ContractVersion::V0_1,
+        ContractVersion::V0_2,
+        ContractVersion::V0_3,
+    ];
+    pub const LATEST: ContractVersion = ContractVersion::V0_3;
 
     /// The full version of the frozen WIT folder.
     pub fn as_str(self) -> &'static str {
         match self {
             ContractVersion::V0_1 => "0.1.0",
             ContractVersion::V0_2 => "0.2.0",
+            ContractVersion::V0_3 => "0.3.0",
         }
     }
 
@@ -56,12 +64,19 @@ impl ContractVersion {
     pub fn declares_settings(self) -> bool {
         self != ContractVersion::V0_1
     }
+
+    /// Whether plugins of this version can check the observations they hold
+    /// (`check-retained`).
+    pub fn retains_history(self) -> bool {
+        matches!(self, ContractVersion::V0_3)
+    }
 }
 
 /// Adds every supported version's host imports to the linker.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     v0_2::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_3::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -69,6 +84,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 pub enum Pre {
     V0_1(v0_1::SubjectPre<HostState>),
     V0_2(v0_2::SubjectPre<HostState>),
+    V0_3(v0_3::SubjectPre<HostState>),
 }
 
 impl Pre {
@@ -76,6 +92,7 @@ impl Pre {
         Ok(match version {
             ContractVersion::V0_1 => Pre::V0_1(v0_1::SubjectPre::new(pre)?),
             ContractVersion::V0_2 => Pre::V0_2(v0_2::SubjectPre::new(pre)?),
+            ContractVersion::V0_3 => Pre::V0_3(v0_3::SubjectPre::new(pre)?),
         })
     }
 
@@ -83,6 +100,7 @@ impl Pre {
         Ok(match self {
             Pre::V0_1(p) => Instance::V0_1(p.instantiate_async(store).await?),
             Pre::V0_2(p) => Instance::V0_2(p.instantiate_async(store).await?),
+            Pre::V0_3(p) => Instance::V0_3(p.instantiate_async(store).await?),
         })
     }
 }
@@ -91,6 +109,7 @@ impl Pre {
 pub enum Instance {
     V0_1(v0_1::Subject),
     V0_2(v0_2::Subject),
+    V0_3(v0_3::Subject),
 }
 
 /// Why a plugin's `execute` declined, as the plugin said it.
@@ -116,11 +135,23 @@ macro_rules! each_version {
                 use v0_2 as $v;
                 $body
             }
+            Instance::V0_3($b) => {
+                use v0_3 as $v;
+                $body
+            }
         }
     };
 }
 
 impl Instance {
+    pub fn contract(&self) -> ContractVersion {
+        match self {
+            Instance::V0_1(_) => ContractVersion::V0_1,
+            Instance::V0_2(_) => ContractVersion::V0_2,
+            Instance::V0_3(_) => ContractVersion::V0_3,
+        }
+    }
+
     pub async fn metadata(
         &self,
         store: &mut Store<HostState>,
@@ -156,6 +187,25 @@ impl Instance {
                 .await?;
             Ok(out.into_iter().map(Into::into).collect())
         })
+    }
+
+    /// `check-retained`, on versions that have it; `None` when the version lacks it or the
+    /// instance holds fewer than `count` observations.
+    pub async fn check_retained(
+        &self,
+        store: &mut Store<HostState>,
+        count: u32,
+    ) -> wasmtime::Result<Option<Vec<model::Violation>>> {
+        match self {
+            Instance::V0_1(_) | Instance::V0_2(_) => Ok(None),
+            Instance::V0_3(b) => {
+                let out = b
+                    .operator_subject_plugin()
+                    .call_check_retained(store, count)
+                    .await?;
+                Ok(out.map(|v| v.into_iter().map(Into::into).collect()))
+            }
+        }
     }
 
     pub async fn execute(
@@ -201,7 +251,11 @@ mod tests {
             ContractVersion::for_plugin("0.2.0"),
             Some(ContractVersion::V0_2)
         );
-        assert_eq!(ContractVersion::for_plugin("0.3.0"), None);
+        assert_eq!(
+            ContractVersion::for_plugin("0.3.0"),
+            Some(ContractVersion::V0_3)
+        );
+        assert_eq!(ContractVersion::for_plugin("0.4.0"), None);
         assert_eq!(ContractVersion::for_plugin("0.0.9"), None);
         assert_eq!(ContractVersion::for_plugin("1.0.0"), None);
         assert_eq!(ContractVersion::for_plugin("unversioned"), None);

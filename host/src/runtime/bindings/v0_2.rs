@@ -1,7 +1,10 @@
-//! Contract 0.2.0 (`wit/since_v0.2.0`), the newest: the host imports are implemented for
-//! these types in `runtime::imports`, and older versions forward to them.
+//! Contract 0.2.0 (`wit/since_v0.2.0`), frozen. Its imports forward to the newest
+//! implementation by converting their (structurally identical) records; it has no
+//! `check-retained`, so the host always sends it the whole history.
 
+use super::latest;
 use crate::model;
+use crate::runtime::state::HostState;
 
 wasmtime::component::bindgen!({
     world: "subject",
@@ -11,8 +14,10 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::operator::subject::types as wit;
+use self::operator::subject::{config, http, log, logs, redis};
 
 super::convert::common_conversions!();
+super::forward::forward_imports!();
 
 impl From<wit::SettingKind> for model::SettingKind {
     fn from(k: wit::SettingKind) -> Self {

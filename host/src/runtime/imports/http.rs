@@ -12,7 +12,7 @@ use crate::runtime::bindings::latest::operator::subject::http::{
 };
 use crate::runtime::bindings::latest::wit::Kv;
 use crate::runtime::limits::HttpLimits;
-use crate::runtime::state::{HostState, Phase};
+use crate::runtime::state::{HostState, Phase, RecordedRequest};
 use std::time::Duration;
 use url::Url;
 
@@ -161,6 +161,10 @@ impl Host for HostState {
             .min(remaining);
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| HttpError::Invalid(format!("bad method `{}`", req.method)))?;
+        self.record(|| RecordedRequest::Http {
+            method: method.to_string(),
+            url: url.to_string(),
+        });
         let mut builder = self.ctx.http.client.request(method, url).timeout(timeout);
         for Kv { key, value } in req.headers {
             builder = builder.header(key, value);

@@ -9,7 +9,7 @@
 
 use crate::runtime::bindings::latest::operator::subject::redis::{Host, RedisError, RedisValue};
 use crate::runtime::limits::RedisLimits;
-use crate::runtime::state::HostState;
+use crate::runtime::state::{HostState, RecordedRequest};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -447,6 +447,10 @@ impl Host for HostState {
             .allowlist
             .check(&parsed)
             .map_err(RedisError::Denied)?;
+        self.record(|| RecordedRequest::Redis {
+            url: url.clone(),
+            args: args.clone(),
+        });
         let remaining = self.remaining().ok_or(RedisError::Timeout)?;
         let budget = remaining.min(limits.command_timeout);
         let ctx = self.ctx.clone();

@@ -106,7 +106,7 @@ impl Subject for Escape {
         })
     }
 
-    fn check_invariants(_history: Vec<Observation>) -> Vec<Violation> {
+    fn check_invariants(_history: &[Observation]) -> Vec<Violation> {
         vec![]
     }
 

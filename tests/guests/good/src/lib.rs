@@ -97,7 +97,7 @@ impl Subject for Good {
         })
     }
 
-    fn check_invariants(history: Vec<Observation>) -> Vec<Violation> {
+    fn check_invariants(history: &[Observation]) -> Vec<Violation> {
         let Some(now) = history.last() else {
             return vec![];
         };

@@ -25,7 +25,7 @@ impl Subject for Guest {
         )
     }
 
-    fn check_invariants(_history: Vec<Observation>) -> Vec<Violation> {
+    fn check_invariants(_history: &[Observation]) -> Vec<Violation> {
         vec![]
     }
 

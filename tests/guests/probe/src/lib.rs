@@ -138,7 +138,7 @@ impl Subject for Probe {
         })
     }
 
-    fn check_invariants(_history: Vec<Observation>) -> Vec<Violation> {
+    fn check_invariants(_history: &[Observation]) -> Vec<Violation> {
         vec![]
     }
 

@@ -58,7 +58,7 @@ impl Subject for Sleep {
         })
     }
 
-    fn check_invariants(_history: Vec<Observation>) -> Vec<Violation> {
+    fn check_invariants(_history: &[Observation]) -> Vec<Violation> {
         sleep_in("check-invariants");
         vec![]
     }
