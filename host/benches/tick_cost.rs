@@ -1,62 +1,391 @@
-//! Measures what one plugin tick costs and how much memory an idle host holds.
+//! What one monitor tick costs, against the real workload, side by side with the floor.
 //!
-//! `cargo bench -p operator --bench tick_cost` prints:
-//! - compile time of a plugin (once per process),
-//! - instantiate alone, and instantiate + observe + check-invariants for the trivial
-//!   plugin (tests/guests/good, one loopback HTTP GET per observe) and for the bundled
-//!   rate limiter subject pointed at a closed port (the plugin's error path),
-//! - the idle RSS of `operator run` between ticks.
+//! ```sh
+//! cargo build --release --workspace            # the ratelimiter, loadgen and operator binaries
+//! cargo bench -p operator --bench tick_cost    # about three minutes
+//! TICK_COST_SOAK=3600 cargo bench -p operator --bench tick_cost   # plus a one-hour soak
+//! ```
 //!
-//! Figures are medians and p99 over many iterations in one run, side by side.
+//! 1. **Live subject.** A real redis-server, three `ratelimiter` nodes and `loadgen` at
+//!    200 req/s. Every round, one second apart:
+//!    - *floor*: the requests a tick of the bundled rate limiter plugin just made (recorded
+//!      by the sandbox), replayed from plain host code: the same GETs through a reqwest client
+//!      and the same Redis commands over one kept-alive connection. This is what the tick's I/O
+//!      costs with no sandbox, no parsing and no store;
+//!    - *tick (kept instance)*: a full monitor tick as `operator run` does it, plugin and
+//!      ticket store, on the instance kept from the last tick;
+//!    - *tick (fresh instance)*: the same with a fresh instance every tick.
+//!
+//!    Per tick: process CPU (user + system, `getrusage`), wall time, heap allocations and
+//!    bytes allocated (a counting global allocator), and the bytes of the stored observation.
+//! 2. **The binary.** `operator run` itself at a 1 s interval against the same cluster, CPU
+//!    from `/proc/PID/stat` over 30 steady ticks and RSS after them, with and without
+//!    `--instance-per-tick`.
+//! 3. **Scale** (runs first). `tests/guests/scale` (no I/O) at 10, 30 and 100 components × 1000 series,
+//!    so the host's share (lowering, lifting, caps, storage) shows how it grows.
+//! 4. **Soak** (`TICK_COST_SOAK=SECONDS`): `operator run` at 1 s against the live cluster;
+//!    RSS and database size sampled every 30 s, reported with their least-squares slope.
 
-use operator::monitor::{TickStatus, run_plugin_tick};
-use operator::runtime::{Plugin, PluginBuilder, PluginSource, Runtime};
+use operator::monitor::{InstancePolicy, Monitor, MonitorConfig, TickStatus, tick_on};
+use operator::runtime::imports::redis::ReplyReader;
+use operator::runtime::{Limits, Plugin, PluginBuilder, PluginSource, RecordedRequest};
+use operator::tickets::{Policy, TicketStore};
 use operator_tests::guests;
-use operator_tests::support::JsonServer;
-use std::collections::VecDeque;
-use std::path::Path;
+use operator_tests::processes::{Node, Proc, Redis, http, loadgen, workspace_bin};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
-    v.sort();
-    (v[v.len() / 2], v[v.len() * 99 / 100])
+/// Counts every allocation the process makes (reallocations count as one).
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
 }
 
-fn plugin(
-    rt: &tokio::runtime::Runtime,
-    runtime: &std::sync::Arc<Runtime>,
-    bytes: &[u8],
-    settings: &[(&str, String)],
-) -> Plugin {
-    let compiled = runtime.compile("bench plugin", bytes).expect("compile");
-    let mut builder = PluginBuilder::new(PluginSource::Bytes {
-        what: "bench plugin".into(),
-        bytes: bytes.to_vec(),
-    });
-    for (k, v) in settings {
-        builder = builder.setting(*k, v.clone());
-    }
-    rt.block_on(builder.build_compiled(runtime.clone(), compiled))
-        .expect("plugin")
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Process CPU time so far, user + system.
+fn cpu_now() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    tv(u.user_time()) + tv(u.system_time())
 }
 
-fn measure(label: &str, n: usize, mut f: impl FnMut()) {
-    for _ in 0..n / 10 {
-        f();
+/// What one measured piece of work cost.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    cpu: Duration,
+    wall: Duration,
+    allocs: u64,
+    alloc_bytes: u64,
+}
+
+async fn costed<T>(work: impl std::future::Future<Output = T>) -> (Cost, T) {
+    let (c0, a0, b0, t0) = (
+        cpu_now(),
+        ALLOCS.load(Ordering::Relaxed),
+        ALLOC_BYTES.load(Ordering::Relaxed),
+        Instant::now(),
+    );
+    let out = work.await;
+    let cost = Cost {
+        wall: t0.elapsed(),
+        cpu: cpu_now() - c0,
+        allocs: ALLOCS.load(Ordering::Relaxed) - a0,
+        alloc_bytes: ALLOC_BYTES.load(Ordering::Relaxed) - b0,
+    };
+    (cost, out)
+}
+
+/// A row of the report: many samples of one kind of work.
+#[derive(Default)]
+struct Row {
+    costs: Vec<Cost>,
+    stored: Vec<u64>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
     }
-    let samples: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .collect();
-    let (p50, p99) = stats(samples);
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+impl Row {
+    fn cpu_mean(&self) -> f64 {
+        self.costs.iter().map(|c| ms(c.cpu)).sum::<f64>() / self.costs.len().max(1) as f64
+    }
+
+    fn print(&self, label: &str) {
+        let n = self.costs.len().max(1) as f64;
+        let col = |f: &dyn Fn(&Cost) -> f64| median(self.costs.iter().map(f).collect());
+        println!(
+            "{label:<28} {:>8.2} {:>8.2} {:>8.2} {:>9.0} {:>10.1} {:>9}",
+            self.cpu_mean(),
+            col(&|c| ms(c.cpu)),
+            col(&|c| ms(c.wall)),
+            self.costs.iter().map(|c| c.allocs).sum::<u64>() as f64 / n,
+            self.costs.iter().map(|c| c.alloc_bytes).sum::<u64>() as f64 / n / 1024.0,
+            if self.stored.is_empty() {
+                "-".to_string()
+            } else {
+                format!(
+                    "{:.0}",
+                    median(self.stored.iter().map(|&b| b as f64).collect())
+                )
+            },
+        );
+    }
+}
+
+fn header() {
     println!(
-        "{label:<58} p50 {:>9.1} µs   p99 {:>9.1} µs",
-        p50.as_secs_f64() * 1e6,
-        p99.as_secs_f64() * 1e6
+        "{:<28} {:>8} {:>8} {:>8} {:>9} {:>10} {:>9}",
+        "per tick", "cpu ms", "cpu p50", "wall p50", "allocs", "alloc KiB", "stored B"
+    );
+}
+
+/// The cluster: redis-server, three nodes, load.
+struct Cluster {
+    redis: Redis,
+    nodes: Vec<Node>,
+    _load: Proc,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let redis = Redis::start();
+        let nodes: Vec<Node> = (1..=3)
+            .map(|i| {
+                Node::start(
+                    &redis.url(),
+                    &format!("node-{i}"),
+                    &["--policy", "fail-open"],
+                )
+            })
+            .collect();
+        let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+        let (status, body) = http(
+            "PUT",
+            &format!("{}/v1/limits/_default", urls[0]),
+            r#"{"limit":50,"window_ms":1000}"#,
+        )
+        .expect("setting the default limit");
+        assert!(status < 300, "setting the default limit: {status} {body}");
+        let load = loadgen(&urls, 200, "2h", &["--keys", "200", "--zipf", "1.0"]);
+        Cluster {
+            redis,
+            nodes,
+            _load: load,
+        }
+    }
+
+    fn nodes_setting(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Node::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![("nodes", self.nodes_setting()), ("redis", self.redis.url())]
+    }
+}
+
+async fn build_plugin(source: PluginSource, settings: &[(&str, String)], limits: Limits) -> Plugin {
+    let mut b = PluginBuilder::new(source).limits(limits);
+    for (k, v) in settings {
+        b = b.setting(*k, v.clone());
+    }
+    b.build().await.expect("the plugin loads")
+}
+
+/// Replays recorded requests from plain host code: reqwest for HTTP, one kept-alive
+/// connection per Redis origin with the host's own reply reader.
+struct Floor {
+    http: reqwest::Client,
+    redis: BTreeMap<String, BufReader<TcpStream>>,
+    limits: Limits,
+}
+
+impl Floor {
+    fn new() -> Floor {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Floor {
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            redis: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    async fn replay(&mut self, requests: &[RecordedRequest]) {
+        for r in requests {
+            match r {
+                RecordedRequest::Http { method, url } => {
+                    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+                    if let Ok(resp) = self.http.request(method, url).send().await {
+                        let _ = resp.bytes().await;
+                    }
+                }
+                RecordedRequest::Redis { url, args } => {
+                    let parsed = url::Url::parse(url).unwrap();
+                    let addr = format!(
+                        "{}:{}",
+                        parsed.host_str().unwrap(),
+                        parsed.port().unwrap_or(6379)
+                    );
+                    if !self.redis.contains_key(&addr) {
+                        let s = TcpStream::connect(&addr).await.unwrap();
+                        s.set_nodelay(true).unwrap();
+                        self.redis.insert(addr.clone(), BufReader::new(s));
+                    }
+                    let conn = self.redis.get_mut(&addr).unwrap();
+                    let mut wire = format!("*{}\r\n", args.len()).into_bytes();
+                    for a in args {
+                        wire.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+                    }
+                    conn.get_mut().write_all(&wire).await.unwrap();
+                    let mut out = Vec::new();
+                    // An error reply is still a whole reply; the connection stays in step.
+                    let _ = ReplyReader::new(&self.limits.redis)
+                        .read(conn, &mut out)
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// Bytes of the newest stored observation of `subject`.
+fn stored_bytes(db: &Path, subject: &str) -> u64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT length(data) FROM observations WHERE subject = ?1 ORDER BY id DESC LIMIT 1",
+        [subject],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+    .unwrap_or(0)
+}
+
+fn monitor(plugin: Plugin, db: &Path, instance: InstancePolicy) -> Monitor {
+    let store = TicketStore::open(db).unwrap();
+    let mut config = MonitorConfig::new(Duration::from_secs(1), Policy::default());
+    config.instance = instance;
+    Monitor::new(plugin, store, config)
+}
+
+async fn monitor_tick(m: &mut Monitor, stop: &mut watch::Receiver<bool>) -> Cost {
+    let (cost, report) = costed(m.tick(stop)).await;
+    let report = report.unwrap().unwrap();
+    if let TickStatus::PluginFailed(e) = &report.status {
+        panic!("the plugin failed: {e}");
+    }
+    cost
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Part 1: the live subject, floor and ticks side by side.
+async fn live(cluster: &Cluster, dir: &Path) {
+    let rounds = env_usize("TICK_COST_ROUNDS", 30);
+    let settings = cluster.settings();
+    let source = || PluginSource::bundled("ratelimiter");
+    let recorder = build_plugin(source(), &settings, Limits::default()).await;
+    let mut warm = monitor(
+        build_plugin(source(), &settings, Limits::default()).await,
+        &dir.join("warm.db"),
+        InstancePolicy::default(),
+    );
+    let mut fresh = monitor(
+        build_plugin(source(), &settings, Limits::default()).await,
+        &dir.join("fresh.db"),
+        InstancePolicy::fresh_every_tick(),
+    );
+    let (_stop_tx, mut stop) = watch::channel(false);
+    let mut floor = Floor::new();
+    let (mut floor_row, mut warm_row, mut fresh_row) =
+        (Row::default(), Row::default(), Row::default());
+    let mut recording = recorder.session().await.unwrap();
+    recording.record_requests(true);
+    let mut requests_per_tick = (0, 0);
+    let history = VecDeque::new();
+    // Warm-up rounds fill the history window and every connection pool; they are not
+    // counted.
+    let warmup = 6;
+    for round in 0..rounds + warmup {
+        let started = Instant::now();
+        let status = tick_on(&mut recording, &history).await;
+        assert!(
+            matches!(status, TickStatus::Observed { .. }),
+            "the recording tick observed: {status:?}"
+        );
+        let requests = recording.take_requests();
+        let (floor_cost, ()) = costed(floor.replay(&requests)).await;
+        let warm_cost = monitor_tick(&mut warm, &mut stop).await;
+        let fresh_cost = monitor_tick(&mut fresh, &mut stop).await;
+        if round >= warmup {
+            requests_per_tick = (
+                requests
+                    .iter()
+                    .filter(|r| matches!(r, RecordedRequest::Http { .. }))
+                    .count(),
+                requests
+                    .iter()
+                    .filter(|r| matches!(r, RecordedRequest::Redis { .. }))
+                    .count(),
+            );
+            floor_row.costs.push(floor_cost);
+            warm_row.costs.push(warm_cost);
+            warm_row
+                .stored
+                .push(stored_bytes(&dir.join("warm.db"), "ratelimiter"));
+            fresh_row.costs.push(fresh_cost);
+            fresh_row
+                .stored
+                .push(stored_bytes(&dir.join("fresh.db"), "ratelimiter"));
+        }
+        tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+    }
+    println!(
+        "\n## 1. live rate limiter subject: 3 nodes, redis-server, 200 req/s; {rounds} rounds side by side"
+    );
+    println!(
+        "a tick makes {} HTTP requests and {} Redis commands (the floor replays exactly these)",
+        requests_per_tick.0, requests_per_tick.1
+    );
+    header();
+    floor_row.print("floor (bare requests)");
+    warm_row.print("tick, kept instance");
+    fresh_row.print("tick, fresh instance");
+    let floor_cpu = floor_row.cpu_mean();
+    println!(
+        "ratio to the floor (mean CPU): kept instance {:.2}x, fresh instance {:.2}x; instances started by the kept monitor: {}",
+        warm_row.cpu_mean() / floor_cpu,
+        fresh_row.cpu_mean() / floor_cpu,
+        warm.instances_started()
     );
 }
 
@@ -71,96 +400,190 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-fn main() {
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let runtime = Runtime::shared().unwrap();
-    let good = std::fs::read(guests::GUEST_GOOD).unwrap();
-    let rl = operator::bundled::find("ratelimiter").unwrap().wasm;
+/// utime + stime of a process, in seconds.
+fn proc_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields count from after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
 
-    let t = Instant::now();
-    runtime.compile("good", &good).unwrap();
-    let compile_good = t.elapsed();
-    let t = Instant::now();
-    runtime.compile("ratelimiter", rl).unwrap();
-    let compile_rl = t.elapsed();
-    println!(
-        "compile (once per process): good {:.1} ms, ratelimiter {:.1} ms",
-        compile_good.as_secs_f64() * 1e3,
-        compile_rl.as_secs_f64() * 1e3
-    );
-
-    let server = JsonServer::start(
-        r#"{"components":[{"id":"a","healthy":true},{"id":"b","healthy":false}]}"#,
-    );
-    let good_plugin = plugin(&rt, &runtime, &good, &[("target", server.url())]);
-    let rl_plugin = plugin(&rt, &runtime, rl, &[("nodes", "http://127.0.0.1:1".into())]);
-    let history = VecDeque::new();
-    let n = 2000;
-
-    measure("instantiate only (good)", n, || {
-        rt.block_on(good_plugin.session()).unwrap();
-    });
-    measure("instantiate + metadata (good)", n, || {
-        rt.block_on(async { good_plugin.session().await?.metadata().await })
-            .unwrap();
-    });
-    measure(
-        "tick: instantiate + observe + check (good, 1 HTTP GET)",
-        n,
-        || {
-            let s = rt.block_on(run_plugin_tick(&good_plugin, &history));
-            assert!(matches!(s, TickStatus::Observed { .. }));
-        },
-    );
-    measure(
-        "tick: instantiate + observe + check (ratelimiter, refused)",
-        n,
-        || {
-            rt.block_on(run_plugin_tick(&rl_plugin, &history));
-        },
-    );
-    // The same HTTP GET made by the host directly, to separate sandbox cost from I/O.
-    let url = format!("{}/state", server.url());
-    measure("baseline: the same GET from the host, no wasm", n, || {
-        let mut s = std::net::TcpStream::connect(
-            url.trim_start_matches("http://").split('/').next().unwrap(),
-        )
-        .unwrap();
-        std::io::Write::write_all(&mut s, b"GET /state HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut s, &mut buf).unwrap();
-    });
-
-    // Idle RSS of the real binary between ticks.
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("bench.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_operator"))
-        .args([
-            "run",
-            "--plugin",
-            guests::GUEST_GOOD,
-            "--set",
-            &format!("target={}", server.url()),
-        ])
-        .args(["--interval", "1s", "--db", db.to_str().unwrap()])
+fn spawn_operator(cluster: &Cluster, db: &Path, extra: &[&str]) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_operator"))
+        .args(["run", "--subject", "ratelimiter"])
+        .args(["--set", &format!("nodes={}", cluster.nodes_setting())])
+        .args(["--set", &format!("redis={}", cluster.redis.url())])
+        .args(["--interval", "1s", "--diagnose", "off", "--db"])
+        .arg(db)
+        .args(extra)
         .env("OPERATOR_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(4500));
-    let rss = rss_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    let bin_size = std::fs::metadata(Path::new(env!("CARGO_BIN_EXE_operator")))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    match rss {
-        Some(kib) => println!(
-            "idle RSS of `operator run` after 4 ticks: {:.1} MiB (binary {:.1} MiB)",
-            kib as f64 / 1024.0,
-            bin_size as f64 / 1048576.0
-        ),
-        None => println!("idle RSS: could not read /proc"),
+        .expect("starting operator run");
+    Proc { child }
+}
+
+/// Part 2: the real binary, measured from outside as an operator would see it.
+fn binary(cluster: &Cluster, dir: &Path) {
+    let steady = env_usize("TICK_COST_BINARY_TICKS", 30);
+    println!(
+        "\n## 2. `operator run --interval 1s` against the same cluster, {steady} steady ticks"
+    );
+    println!(
+        "{:<28} {:>10} {:>12}",
+        "process", "cpu ms/tick", "RSS MiB after"
+    );
+    for (label, extra) in [
+        ("kept instance (default)", &[][..]),
+        ("--instance-per-tick", &["--instance-per-tick"][..]),
+    ] {
+        let db = dir.join(format!("bin-{}.db", extra.len()));
+        let mut p = spawn_operator(cluster, &db, extra);
+        let pid = p.child.id();
+        std::thread::sleep(Duration::from_millis(6500));
+        let c0 = proc_cpu(pid).unwrap();
+        std::thread::sleep(Duration::from_secs(steady as u64));
+        let c1 = proc_cpu(pid).unwrap();
+        let rss = rss_kib(pid).unwrap_or(0);
+        p.kill();
+        println!(
+            "{label:<28} {:>10.2} {:>12.1}",
+            (c1 - c0) * 1e3 / steady as f64,
+            rss as f64 / 1024.0
+        );
+    }
+}
+
+/// Part 3: the synthetic guest at growing sizes.
+async fn scale(dir: &Path) {
+    println!("\n## 3. scale: tests/guests/scale, N components x 1000 series, no I/O");
+    header();
+    let limits = Limits {
+        memory_bytes: 1 << 30,
+        output: operator::runtime::limits::OutputLimits {
+            max_metric_samples: 200_000,
+            ..Limits::default().output
+        },
+        ..Limits::default()
+    };
+    let (_stop_tx, mut stop) = watch::channel(false);
+    for components in [10, 30, 100] {
+        let settings = [
+            ("components", components.to_string()),
+            ("series", "1000".to_string()),
+        ];
+        let plugin = build_plugin(PluginSource::file(guests::GUEST_SCALE), &settings, limits).await;
+        let name = plugin.name().to_string();
+        let db = dir.join(format!("scale-{components}.db"));
+        let mut m = monitor(plugin, &db, InstancePolicy::default());
+        let mut row = Row::default();
+        for i in 0..12 {
+            let cost = monitor_tick(&mut m, &mut stop).await;
+            if i >= 4 {
+                row.costs.push(cost);
+                row.stored.push(stored_bytes(&db, &name));
+            }
+        }
+        row.print(&format!("{components} x 1000 series"));
+    }
+}
+
+/// Least-squares slope of `ys` over `xs`.
+fn slope(xs: &[f64], ys: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let num: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    let den: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+fn file_bytes(db: &Path) -> u64 {
+    ["", "-wal"]
+        .iter()
+        .filter_map(|s| {
+            std::fs::metadata(PathBuf::from(format!("{}{s}", db.display())))
+                .ok()
+                .map(|m| m.len())
+        })
+        .sum()
+}
+
+/// Part 4: an hour (or what TICK_COST_SOAK says) of `operator run` at 1 s.
+fn soak(cluster: &Cluster, dir: &Path, seconds: u64) {
+    println!("\n## 4. soak: `operator run --interval 1s` for {seconds} s against the live cluster");
+    let db = dir.join("soak.db");
+    let mut p = spawn_operator(cluster, &db, &[]);
+    let pid = p.child.id();
+    let started = Instant::now();
+    let (mut t, mut rss, mut size) = (vec![], vec![], vec![]);
+    let every = Duration::from_secs(30).min(Duration::from_secs(seconds.max(2) / 2));
+    // The first minute is warm-up (history fills, pools open); the slope is taken after it.
+    let settle = Duration::from_secs(60).min(Duration::from_secs(seconds / 4));
+    std::thread::sleep(settle);
+    let c0 = proc_cpu(pid).unwrap();
+    let t0 = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(every);
+        t.push(started.elapsed().as_secs_f64() / 3600.0);
+        rss.push(rss_kib(pid).unwrap_or(0) as f64 / 1024.0);
+        size.push(file_bytes(&db) as f64 / 1024.0);
+    }
+    let cpu = proc_cpu(pid).unwrap() - c0;
+    let ticks = t0.elapsed().as_secs_f64();
+    p.kill();
+    let last = |v: &[f64]| v.last().copied().unwrap_or(0.0);
+    println!(
+        "RSS MiB: first {:.1}, last {:.1}, max {:.1}, slope {:+.2} MiB/h",
+        rss[0],
+        last(&rss),
+        rss.iter().cloned().fold(0.0, f64::max),
+        slope(&t, &rss)
+    );
+    println!(
+        "DB KiB (file + WAL): first {:.0}, last {:.0}, max {:.0}, slope {:+.1} KiB/h",
+        size[0],
+        last(&size),
+        size.iter().cloned().fold(0.0, f64::max),
+        slope(&t, &size)
+    );
+    println!(
+        "CPU over the soak: {:.2} ms per tick ({} samples every {:?})",
+        cpu * 1e3 / ticks,
+        t.len(),
+        every
+    );
+}
+
+fn main() {
+    // Fail early, with the command that fixes it, when the binaries are not built.
+    let _ = workspace_bin("ratelimiter");
+    let _ = workspace_bin("loadgen");
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let dir = tempfile::tempdir().unwrap();
+    // TICK_COST_ONLY=live|binary|scale runs one part (for profiling it).
+    let only = std::env::var("TICK_COST_ONLY").ok();
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    if run("scale") {
+        rt.block_on(scale(dir.path()));
+    }
+    if !(run("live") || run("binary") || std::env::var("TICK_COST_SOAK").is_ok()) {
+        return;
+    }
+    let cluster = Cluster::start();
+    std::thread::sleep(Duration::from_secs(3));
+    if run("live") {
+        rt.block_on(live(&cluster, dir.path()));
+    }
+    if run("binary") {
+        binary(&cluster, dir.path());
+    }
+    if let Some(seconds) = std::env::var("TICK_COST_SOAK")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        soak(&cluster, dir.path(), seconds);
     }
 }

@@ -74,6 +74,93 @@ impl Samples for Observation {
     }
 }
 
+/// An observation with its samples indexed by name, for checks that look many series up:
+/// each lookup reads only the samples of one name instead of scanning them all. Derefs to
+/// the observation.
+///
+/// ```ignore
+/// let cur = Indexed::new(history.last()?);
+/// let errors = cur.sum("http_errors_total", &[("node", "a")]);
+/// ```
+pub struct Indexed<'a> {
+    obs: &'a Observation,
+    by_name: std::collections::BTreeMap<&'a str, Vec<&'a MetricSample>>,
+}
+
+impl<'a> Indexed<'a> {
+    pub fn new(obs: &'a Observation) -> Indexed<'a> {
+        let mut by_name: std::collections::BTreeMap<&str, Vec<&MetricSample>> =
+            std::collections::BTreeMap::new();
+        for m in &obs.metrics {
+            by_name.entry(m.name.as_str()).or_default().push(m);
+        }
+        Indexed { obs, by_name }
+    }
+
+    /// The observation itself.
+    pub fn observation(&self) -> &'a Observation {
+        self.obs
+    }
+
+    /// Every sample named `name`.
+    pub fn named(&self, name: &str) -> &[&'a MetricSample] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+impl std::ops::Deref for Indexed<'_> {
+    type Target = Observation;
+    fn deref(&self) -> &Observation {
+        self.obs
+    }
+}
+
+impl Samples for Indexed<'_> {
+    fn samples<'b>(
+        &'b self,
+        name: &'b str,
+        filter: &'b [(&'b str, &'b str)],
+    ) -> Box<dyn Iterator<Item = &'b MetricSample> + 'b> {
+        Box::new(
+            self.named(name)
+                .iter()
+                .copied()
+                .filter(move |s| labels_match(&s.labels, filter)),
+        )
+    }
+
+    fn histogram(&self, name: &str, filter: &[(&str, &str)]) -> Option<Histogram> {
+        // The histogram's series are `name` and the names that extend it (`_bucket`, ...).
+        let samples: Vec<Sample> = self
+            .by_name
+            .range(name..)
+            .take_while(|(n, _)| n.starts_with(name))
+            .flat_map(|(_, v)| v.iter())
+            .filter(|s| labels_match(&s.labels, filter))
+            .map(|s| Sample {
+                name: s.name.clone(),
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|l| (l.key.clone(), l.value.clone()))
+                    .collect(),
+                value: s.value,
+            })
+            .collect();
+        Histogram::from_samples(
+            samples
+                .iter()
+                .map(|s| (s.name.as_str(), s.labels.as_slice(), s.value)),
+            name,
+            &[],
+        )
+    }
+
+    fn component(&self, id: &str) -> Option<&Component> {
+        self.obs.component(id)
+    }
+}
+
 impl Component {
     /// The value of attribute `key`.
     pub fn attr(&self, key: &str) -> Option<&str> {

@@ -4,7 +4,7 @@
 //! observations (oldest first) and the thresholds.
 
 use crate::evidence::{self, ERROR_KIND, KEY, LIMIT, MODE, NODE, REACHABLE, REDIS_REACHABLE};
-use operator_sdk::history::label;
+use operator_sdk::history::{Indexed, label};
 use operator_sdk::prelude::*;
 use ratelimiter_wire::{Mode, keys};
 use std::collections::BTreeMap;
@@ -196,9 +196,10 @@ impl Thresholds {
 pub struct Ticks<'a> {
     /// Oldest first; the last one is `cur`.
     pub history: &'a [Observation],
-    pub cur: &'a Observation,
+    /// Indexed by sample name: the checks look up hundreds of series per tick.
+    pub cur: &'a Indexed<'a>,
     /// The observation before `cur`, for deltas.
-    pub prev: Option<&'a Observation>,
+    pub prev: Option<&'a Indexed<'a>>,
     pub t: &'a Thresholds,
     /// `true`/`false` as the operator reached Redis this tick, `unknown` without a `redis`
     /// setting.
@@ -209,7 +210,12 @@ pub fn check(history: &[Observation], t: &Thresholds) -> Vec<Violation> {
     let Some(cur) = history.last() else {
         return vec![];
     };
-    let prev = history.len().checked_sub(2).map(|i| &history[i]);
+    let cur = &Indexed::new(cur);
+    let prev = history
+        .len()
+        .checked_sub(2)
+        .map(|i| Indexed::new(&history[i]));
+    let prev = prev.as_ref();
     let redis_reachable = cur
         .component("redis")
         .map(|r| r.attr(REACHABLE).unwrap_or("false").to_string())
@@ -300,8 +306,8 @@ fn node_unreachable(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
 }
 
 fn counter_delta(
-    cur: &Observation,
-    prev: &Observation,
+    cur: &Indexed,
+    prev: &Indexed,
     name: &str,
     filter: &[(&str, &str)],
 ) -> Option<f64> {
@@ -439,7 +445,7 @@ fn high_latency(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
 
 /// Samples grouped by (key, window) → node → value.
 fn by_key_window<'a>(
-    obs: &'a Observation,
+    obs: &'a Indexed,
     name: &'a str,
 ) -> BTreeMap<(String, String), BTreeMap<String, f64>> {
     let mut m: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
@@ -454,13 +460,13 @@ fn by_key_window<'a>(
     m
 }
 
-fn limit_of(obs: &Observation, key: &str) -> Option<f64> {
+fn limit_of(obs: &Indexed, key: &str) -> Option<f64> {
     obs.samples("rl_view_limit", &[("key", key)])
         .map(|s| s.value)
         .reduce(f64::max)
 }
 
-fn window_ms_of(obs: &Observation, key: &str) -> Option<f64> {
+fn window_ms_of(obs: &Indexed, key: &str) -> Option<f64> {
     obs.samples("rl_view_window_ms", &[("key", key)])
         .map(|s| s.value)
         .reduce(f64::max)
