@@ -17,6 +17,7 @@ use crate::model::{Observation, ObserveError, Violation};
 use crate::runtime::{Plugin, PluginError, Session};
 use crate::tickets::{Policy, StoreError, TickOutcome, TickRecord, TickResult, TicketStore};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -92,7 +93,8 @@ impl MonitorConfig {
 #[derive(Debug)]
 pub enum TickStatus {
     Observed {
-        observation: Observation,
+        /// Shared with the monitor's history, which keeps it for the next ticks' checks.
+        observation: Arc<Observation>,
         violations: Vec<Violation>,
     },
     ObserveFailed(ObserveError),
@@ -110,7 +112,7 @@ pub struct TickReport {
 
 /// Runs the plugin's part of one tick on a fresh instance. What the plugin returned beyond
 /// the output caps shows up as a problem of the observation.
-pub async fn run_plugin_tick(plugin: &Plugin, history: &VecDeque<Observation>) -> TickStatus {
+pub async fn run_plugin_tick(plugin: &Plugin, history: &VecDeque<Arc<Observation>>) -> TickStatus {
     match plugin.session().await {
         Ok(mut session) => tick_on(&mut session, history).await,
         Err(e) => TickStatus::PluginFailed(e),
@@ -119,7 +121,7 @@ pub async fn run_plugin_tick(plugin: &Plugin, history: &VecDeque<Observation>) -
 
 /// The plugin's part of one tick on an instance that may have served earlier ticks:
 /// observe, then check-invariants over the history plus the new observation.
-pub async fn tick_on(session: &mut Session, history: &VecDeque<Observation>) -> TickStatus {
+pub async fn tick_on(session: &mut Session, history: &VecDeque<Arc<Observation>>) -> TickStatus {
     let observation = match session.observe().await {
         Ok(Ok(o)) => o,
         Ok(Err(e)) => return TickStatus::ObserveFailed(e),
@@ -128,7 +130,7 @@ pub async fn tick_on(session: &mut Session, history: &VecDeque<Observation>) -> 
     // The past by reference, never copied here; an instance that already holds it (it
     // returned those observations on earlier ticks) is not sent it again.
     let mut window: Vec<&Observation> = Vec::with_capacity(history.len() + 1);
-    window.extend(history.iter());
+    window.extend(history.iter().map(|o| &**o));
     window.push(&observation);
     let checked = session.check_latest(&window).await;
     drop(window);
@@ -137,7 +139,7 @@ pub async fn tick_on(session: &mut Session, history: &VecDeque<Observation>) -> 
             let mut observation = observation;
             observation.problems.extend(checked.capped);
             TickStatus::Observed {
-                observation,
+                observation: Arc::new(observation),
                 violations: checked.violations,
             }
         }
@@ -181,7 +183,7 @@ pub struct Monitor {
     plugin: Plugin,
     store: TicketStore,
     config: MonitorConfig,
-    history: VecDeque<Observation>,
+    history: VecDeque<Arc<Observation>>,
     /// The instance kept from the last tick, and how many ticks it has served.
     instance: Option<(Session, u64)>,
     instances_started: u64,
@@ -269,7 +271,7 @@ impl Monitor {
                 observation,
                 violations,
             } => TickResult::Observed {
-                observation,
+                observation: observation.as_ref(),
                 violations,
             },
             TickStatus::ObserveFailed(e) => TickResult::ObserveFailed(e),

@@ -40,7 +40,7 @@ pub async fn observe(args: ObserveArgs) -> Result<()> {
     };
     if let Output::Json = args.output {
         return print_json(&Observed {
-            observation: &observation,
+            observation: observation.as_ref(),
             violations: &violations,
         });
     }

@@ -640,6 +640,15 @@ fn hot_key(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
     }
     // Per-key deltas, only where the node exported the key on both ticks: a key entering
     // the top 20 would otherwise count its whole history as this tick's traffic.
+    // The previous tick's series by (key, node, result), read once rather than per sample.
+    let mut before_of: BTreeMap<(&str, &str, &str), f64> = BTreeMap::new();
+    for s in prev.samples("ratelimiter_key_decisions_total", &[]) {
+        if let (Some(key), Some(node), Some(result)) =
+            (label(s, "key"), label(s, "node"), label(s, "result"))
+        {
+            *before_of.entry((key, node, result)).or_default() += s.value;
+        }
+    }
     let mut per_key: BTreeMap<String, f64> = BTreeMap::new();
     for s in cur.samples("ratelimiter_key_decisions_total", &[]) {
         let (Some(key), Some(node), Some(result)) =
@@ -650,8 +659,7 @@ fn hot_key(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
         if key == "_other" {
             continue;
         }
-        let filter = [("key", key), ("node", node), ("result", result)];
-        if let Some(before) = prev.sum("ratelimiter_key_decisions_total", &filter)
+        if let Some(&before) = before_of.get(&(key, node, result))
             && s.value >= before
         {
             *per_key.entry(key.to_string()).or_default() += s.value - before;
