@@ -206,6 +206,11 @@ impl Monitor {
         self.instances_started
     }
 
+    /// How the kept instance's checks ran, if one is kept.
+    pub fn instance_checks(&self) -> Option<crate::runtime::CheckCounts> {
+        self.instance.as_ref().map(|(s, _)| s.checks())
+    }
+
     pub fn plugin(&self) -> &Plugin {
         &self.plugin
     }

@@ -705,3 +705,120 @@ async fn guest_scale() {
         assert_eq!(seen, want, "{policy:?}");
     }
 }
+
+fn evidence<'a>(v: &'a operator::model::Violation, key: &str) -> &'a str {
+    v.evidence
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no evidence `{key}` in {v:?}"))
+}
+
+/// A contract 0.2 plugin (no `check-retained`) is sent the whole history every tick, on
+/// the instance the monitor keeps.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_v020() {
+    let server = JsonServer::start(r#"{"ok":true}"#);
+    let other = JsonServer::start(r#"{"ok":true}"#);
+    let plugin = load(
+        guests::GUEST_V020,
+        Limits::default(),
+        &[("target", server.url()), ("note", other.url())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(plugin.wit_version(), "0.2.0");
+    assert_eq!(plugin.metadata().settings.len(), 1, "0.2 declares settings");
+    let origins = plugin.allowed_origins();
+    assert!(
+        origins.iter().any(|o| o.contains(&server.port.to_string()))
+            && !origins.iter().any(|o| o.contains(&other.port.to_string())),
+        "only the declared origin is a grant: {origins:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = TicketStore::open(&dir.path().join("t.db")).unwrap();
+    let config = MonitorConfig::new(Duration::from_millis(10), Policy::default());
+    let mut monitor = Monitor::new(plugin, store, config);
+    let (_stop_tx, mut stop) = watch::channel(false);
+    for _ in 0..3 {
+        let r = tick(&mut monitor, &mut stop).await;
+        assert!(
+            matches!(&r.status, TickStatus::Observed { violations, .. } if violations.is_empty())
+        );
+    }
+    server.set(503, "down");
+    let r = tick(&mut monitor, &mut stop).await;
+    let TickStatus::Observed { violations, .. } = &r.status else {
+        panic!("{:?}", r.status);
+    };
+    assert_eq!(violations.len(), 1);
+    assert_eq!(violations[0].invariant, "V020-01");
+    assert_eq!(
+        evidence(&violations[0], "window"),
+        "4",
+        "three past observations and the current one"
+    );
+    assert_eq!(monitor.instances_started(), 1, "the instance is kept");
+    let checks = monitor.instance_checks().unwrap();
+    assert_eq!((checks.retained, checks.sent), (0, 4));
+}
+
+/// What a 0.3 instance checks from the window it holds is what it would answer if the
+/// host sent that window: same observations, same label order, same violations. The
+/// scale guest returns its labels out of key order and reports the window it saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_instance_checks_the_window_it_holds_as_if_it_were_sent() {
+    let settings = [("components", "3".to_string()), ("series", "4".to_string())];
+    let plugin = load(guests::GUEST_SCALE, Limits::default(), &settings)
+        .await
+        .unwrap();
+    let mut kept = plugin.session().await.unwrap();
+    let mut window: Vec<operator::model::Observation> = vec![];
+    for tick in 1..=7 {
+        let o = kept.observe().await.unwrap().unwrap();
+        window.push(o);
+        if window.len() > 5 {
+            window.remove(0);
+        }
+        let refs: Vec<&operator::model::Observation> = window.iter().collect();
+        let held = kept.check_latest(&refs).await.unwrap();
+        // A fresh instance that holds nothing is sent the same window.
+        let sent = plugin
+            .session()
+            .await
+            .unwrap()
+            .check_window(&refs)
+            .await
+            .unwrap();
+        assert_eq!(held.violations, sent.violations, "tick {tick}");
+        let seen = &held.violations[0];
+        assert_eq!(evidence(seen, "count"), window.len().to_string());
+        assert!(
+            evidence(seen, "first_labels")
+                .split(',')
+                .all(|l| l == "component+series"),
+            "held in the host's label order: {seen:?}"
+        );
+    }
+    assert_eq!(
+        kept.checks().retained,
+        7,
+        "every check used the held window"
+    );
+    assert_eq!(kept.checks().sent, 0);
+
+    // A window that does not end with what the instance returned is sent instead: here the
+    // caller's history is longer than anything the instance saw.
+    let o = kept.observe().await.unwrap().unwrap();
+    let older = window.clone();
+    let mut long: Vec<&operator::model::Observation> = older.iter().collect();
+    long.extend(older.iter());
+    long.push(&o);
+    let before = kept.checks();
+    let checked = kept.check_latest(&long).await.unwrap();
+    assert_eq!(
+        evidence(&checked.violations[0], "count"),
+        long.len().to_string()
+    );
+    assert_eq!(kept.checks().sent, before.sent + 1);
+}

@@ -3,7 +3,8 @@
 //! `observe` makes `components` × `series` metric samples (settings, defaults 10 × 1000)
 //! without any I/O, so what a tick costs is the host's share: lowering, lifting, caps,
 //! storage. `check-invariants` walks every sample of the newest observation against the
-//! one before, as a real subject's checks would.
+//! one before, as a real subject's checks would, and always reports SCALE-02 with what the
+//! window it saw held (its length, timestamps and label order).
 //!
 //! Every component carries `instance_observes`: how many times this instance has observed,
 //! which tells a test whether the host kept the instance or started a fresh one. With a
@@ -34,6 +35,10 @@ impl Subject for Scale {
             .invariant(
                 Invariant::new("SCALE-01", "series steady", Severity::Warning)
                     .describe("no series jumps between two observations"),
+            )
+            .invariant(
+                Invariant::new("SCALE-02", "window seen", Severity::Info)
+                    .describe("always fires: says which window the check saw"),
             )
     }
 
@@ -70,7 +75,9 @@ impl Subject for Scale {
             for s in 0..series {
                 obs.metrics.push(MetricSample {
                     name: format!("synthetic_series_{}", s % 20),
-                    labels: vec![kv("component", &id), kv("series", s)],
+                    // Not in key order on purpose: the host keeps labels sorted, and so
+                    // must what the instance holds for check-retained.
+                    labels: vec![kv("series", s), kv("component", &id)],
                     value: (c * series + s) as f64 + n as f64,
                     timestamp_ms: now,
                 });
@@ -90,10 +97,27 @@ impl Subject for Scale {
         let Some((cur, past)) = history.split_last() else {
             return vec![];
         };
+        // What the check saw, in a form a test can compare between a window held by the
+        // instance and one sent by the host.
+        let stamps: Vec<String> = history.iter().map(|o| o.timestamp_ms.to_string()).collect();
+        let first_labels: Vec<String> = history
+            .iter()
+            .filter_map(|o| o.metrics.first())
+            .map(|m| {
+                let keys: Vec<&str> = m.labels.iter().map(|l| l.key.as_str()).collect();
+                keys.join("+")
+            })
+            .collect();
+        let mut out = vec![
+            Violation::new("SCALE-02", Severity::Info, "window")
+                .summary(format!("saw {} observations", history.len()))
+                .evidence("count", history.len())
+                .evidence("stamps", stamps.join(","))
+                .evidence("first_labels", first_labels.join(",")),
+        ];
         let Some(prev) = past.last() else {
-            return vec![];
+            return out;
         };
-        let mut out = Vec::new();
         for (a, b) in cur.metrics.iter().zip(&prev.metrics) {
             let same_series = a.labels.len() == b.labels.len()
                 && a.labels
@@ -101,7 +125,11 @@ impl Subject for Scale {
                     .zip(&b.labels)
                     .all(|(x, y)| x.key == y.key && x.value == y.value);
             if a.name == b.name && same_series && (a.value - b.value).abs() > JUMP {
-                let component = a.labels.first().map(|l| l.value.clone());
+                let component = a
+                    .labels
+                    .iter()
+                    .find(|l| l.key == "component")
+                    .map(|l| l.value.clone());
                 out.push(
                     Violation::new("SCALE-01", Severity::Warning, &a.name)
                         .component(component.unwrap_or_default())
