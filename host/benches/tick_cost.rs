@@ -561,7 +561,14 @@ fn main() {
     // Fail early, with the command that fixes it, when the binaries are not built.
     let _ = workspace_bin("ratelimiter");
     let _ = workspace_bin("loadgen");
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // TICK_COST_RUNTIME=current-thread measures on a single-threaded runtime.
+    let rt = match std::env::var("TICK_COST_RUNTIME").as_deref() {
+        Ok("current-thread") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    }
+    .expect("tokio runtime");
     let dir = tempfile::tempdir().unwrap();
     // TICK_COST_ONLY=live|binary|scale runs one part (for profiling it).
     let only = std::env::var("TICK_COST_ONLY").ok();

@@ -91,8 +91,22 @@ impl<'a> Indexed<'a> {
     pub fn new(obs: &'a Observation) -> Indexed<'a> {
         let mut by_name: std::collections::BTreeMap<&str, Vec<&MetricSample>> =
             std::collections::BTreeMap::new();
+        // Samples of one name usually come together: extend the current run without a
+        // lookup, and look the name up only where a run starts.
+        let mut run: Option<(&str, Vec<&MetricSample>)> = None;
         for m in &obs.metrics {
-            by_name.entry(m.name.as_str()).or_default().push(m);
+            match &mut run {
+                Some((name, v)) if *name == m.name => v.push(m),
+                _ => {
+                    if let Some((name, v)) = run.take() {
+                        by_name.entry(name).or_default().extend(v);
+                    }
+                    run = Some((m.name.as_str(), vec![m]));
+                }
+            }
+        }
+        if let Some((name, v)) = run {
+            by_name.entry(name).or_default().extend(v);
         }
         Indexed { obs, by_name }
     }

@@ -196,18 +196,18 @@ impl Snapshot {
         let key = v.key.as_str();
         // The current window is still filling; the previous one is complete, which is what
         // makes a sum across nodes exact.
-        for (window, allowed, denied) in [
-            (v.window_of_tallies, v.allowed_in_window, v.denied_in_window),
+        // Only what the invariants read: every sample costs at each step of every tick
+        // (lifting, storing, checking), so the denied tallies, which no check reads, stay out.
+        for (window, allowed) in [
+            (v.window_of_tallies, v.allowed_in_window),
             (
                 v.window_of_tallies.saturating_sub(1),
                 v.allowed_in_previous_window,
-                v.denied_in_previous_window,
             ),
         ] {
             let window = window.to_string();
             let labels = [("node", node), ("key", key), ("window", window.as_str())];
             self.metric("rl_view_allowed_in_window", &labels, allowed as f64);
-            self.metric("rl_view_denied_in_window", &labels, denied as f64);
         }
         self.metric(
             "rl_view_limit",
