@@ -10,6 +10,34 @@ fn labels_match(labels: &[Kv], filter: &[(&str, &str)]) -> bool {
         .all(|(k, v)| labels.iter().any(|l| l.key == *k && l.value == *v))
 }
 
+/// The histogram `name` from `series` (samples whose names start with it) that match
+/// `filter`.
+fn histogram_of<'a>(
+    series: impl Iterator<Item = &'a MetricSample>,
+    name: &str,
+    filter: &[(&str, &str)],
+) -> Option<Histogram> {
+    let samples: Vec<Sample> = series
+        .filter(|s| labels_match(&s.labels, filter))
+        .map(|s| Sample {
+            name: s.name.clone(),
+            labels: s
+                .labels
+                .iter()
+                .map(|l| (l.key.clone(), l.value.clone()))
+                .collect(),
+            value: s.value,
+        })
+        .collect();
+    Histogram::from_samples(
+        samples
+            .iter()
+            .map(|s| (s.name.as_str(), s.labels.as_slice(), s.value)),
+        name,
+        &[],
+    )
+}
+
 /// Queries over one observation's metrics and components.
 pub trait Samples {
     /// Samples named `name` whose labels include all of `filter`.
@@ -46,26 +74,10 @@ impl Samples for Observation {
     }
 
     fn histogram(&self, name: &str, filter: &[(&str, &str)]) -> Option<Histogram> {
-        let samples: Vec<Sample> = self
-            .metrics
-            .iter()
-            .filter(|s| s.name.starts_with(name) && labels_match(&s.labels, filter))
-            .map(|s| Sample {
-                name: s.name.clone(),
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|l| (l.key.clone(), l.value.clone()))
-                    .collect(),
-                value: s.value,
-            })
-            .collect();
-        Histogram::from_samples(
-            samples
-                .iter()
-                .map(|s| (s.name.as_str(), s.labels.as_slice(), s.value)),
+        histogram_of(
+            self.metrics.iter().filter(|s| s.name.starts_with(name)),
             name,
-            &[],
+            filter,
         )
     }
 
@@ -145,29 +157,12 @@ impl Samples for Indexed<'_> {
 
     fn histogram(&self, name: &str, filter: &[(&str, &str)]) -> Option<Histogram> {
         // The histogram's series are `name` and the names that extend it (`_bucket`, ...).
-        let samples: Vec<Sample> = self
+        let series = self
             .by_name
             .range(name..)
             .take_while(|(n, _)| n.starts_with(name))
-            .flat_map(|(_, v)| v.iter())
-            .filter(|s| labels_match(&s.labels, filter))
-            .map(|s| Sample {
-                name: s.name.clone(),
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|l| (l.key.clone(), l.value.clone()))
-                    .collect(),
-                value: s.value,
-            })
-            .collect();
-        Histogram::from_samples(
-            samples
-                .iter()
-                .map(|s| (s.name.as_str(), s.labels.as_slice(), s.value)),
-            name,
-            &[],
-        )
+            .flat_map(|(_, v)| v.iter().copied());
+        histogram_of(series, name, filter)
     }
 
     fn component(&self, id: &str) -> Option<&Component> {

@@ -30,16 +30,16 @@ fn normalize(kvs: &mut Vec<Kv>) {
     if kvs.windows(2).all(|w| w[0].key < w[1].key) {
         return;
     }
-    // Stable: among equal keys the original order stays, so the last one is the one kept.
+    // Stable: among equal keys the original order stays, so the last one is the one kept:
+    // `dedup_by` drops the later of two equal neighbours, after handing it its value.
     kvs.sort_by(|a, b| a.key.cmp(&b.key));
-    let mut out: Vec<Kv> = Vec::with_capacity(kvs.len());
-    for kv in kvs.drain(..) {
-        match out.last_mut() {
-            Some(last) if last.key == kv.key => *last = kv,
-            _ => out.push(kv),
+    kvs.dedup_by(|later, kept| {
+        let same = later.key == kept.key;
+        if same {
+            std::mem::swap(&mut later.value, &mut kept.value);
         }
-    }
-    *kvs = out;
+        same
+    });
 }
 
 /// `o` in the host's form.

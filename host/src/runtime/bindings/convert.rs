@@ -274,3 +274,44 @@ macro_rules! common_conversions {
 }
 
 pub(super) use common_conversions;
+
+/// Expands to the metadata conversion of versions that declare settings (0.2 and later).
+macro_rules! settings_conversions {
+    () => {
+        impl From<wit::SettingKind> for model::SettingKind {
+            fn from(k: wit::SettingKind) -> Self {
+                match k {
+                    wit::SettingKind::Origin => model::SettingKind::Origin,
+                    wit::SettingKind::OriginList => model::SettingKind::OriginList,
+                    wit::SettingKind::Value => model::SettingKind::Value,
+                }
+            }
+        }
+
+        impl From<wit::SubjectMetadata> for model::SubjectMetadata {
+            fn from(m: wit::SubjectMetadata) -> Self {
+                model::SubjectMetadata {
+                    name: m.name,
+                    version: m.version,
+                    description: m.description,
+                    settings: m
+                        .settings
+                        .into_iter()
+                        .map(|s| model::SettingInfo {
+                            name: s.name,
+                            description: s.description,
+                            kind: s.kind.into(),
+                            required: s.required,
+                            default_value: s.default_value,
+                        })
+                        .collect(),
+                    invariants: invariants(m.invariants),
+                    actions: actions(m.actions),
+                    failure_modes: failure_modes(m.failure_modes),
+                }
+            }
+        }
+    };
+}
+
+pub(super) use settings_conversions;

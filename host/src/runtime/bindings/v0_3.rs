@@ -14,36 +14,4 @@ pub use self::operator::subject::types as wit;
 
 super::convert::common_conversions!();
 
-impl From<wit::SettingKind> for model::SettingKind {
-    fn from(k: wit::SettingKind) -> Self {
-        match k {
-            wit::SettingKind::Origin => model::SettingKind::Origin,
-            wit::SettingKind::OriginList => model::SettingKind::OriginList,
-            wit::SettingKind::Value => model::SettingKind::Value,
-        }
-    }
-}
-
-impl From<wit::SubjectMetadata> for model::SubjectMetadata {
-    fn from(m: wit::SubjectMetadata) -> Self {
-        model::SubjectMetadata {
-            name: m.name,
-            version: m.version,
-            description: m.description,
-            settings: m
-                .settings
-                .into_iter()
-                .map(|s| model::SettingInfo {
-                    name: s.name,
-                    description: s.description,
-                    kind: s.kind.into(),
-                    required: s.required,
-                    default_value: s.default_value,
-                })
-                .collect(),
-            invariants: invariants(m.invariants),
-            actions: actions(m.actions),
-            failure_modes: failure_modes(m.failure_modes),
-        }
-    }
-}
+super::convert::settings_conversions!();
