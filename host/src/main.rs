@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
 
 /// glibc gives every thread that allocates its own arena, each keeping freed memory
 /// around; the operator's work runs on one thread at a time, so two arenas are enough and
-/// keep its resident memory about 4 MiB lower (measured against a live rate limiter).
+/// keep its resident memory about 4 MiB lower (measured in a live run).
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
