@@ -2,8 +2,9 @@
 //!
 //! ```sh
 //! cargo build --release --workspace            # the ratelimiter, loadgen and operator binaries
-//! cargo bench -p operator --bench tick_cost    # about three minutes
-//! TICK_COST_SOAK=3600 cargo bench -p operator --bench tick_cost   # plus a one-hour soak
+//! cargo bench --workspace --bench tick_cost    # about four minutes (--workspace: the same
+//!                                              # features as the build, so nothing rebuilds)
+//! TICK_COST_SOAK=3600 cargo bench --workspace --bench tick_cost   # plus a one-hour soak
 //! ```
 //!
 //! 1. **Live subject.** A real redis-server, three `ratelimiter` nodes and `loadgen` at
