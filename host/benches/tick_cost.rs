@@ -237,15 +237,36 @@ impl Floor {
     }
 
     async fn replay(&mut self, requests: &[RecordedRequest]) {
-        for r in requests {
-            match r {
-                RecordedRequest::Http { method, url } => {
-                    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-                    if let Ok(resp) = self.http.request(method, url).send().await {
-                        let _ = resp.bytes().await;
-                    }
+        let mut i = 0;
+        while i < requests.len() {
+            match &requests[i] {
+                RecordedRequest::Http { batch, .. } => {
+                    // The requests of one `send-all` went out together; so do they here.
+                    let together = requests[i..]
+                        .iter()
+                        .take_while(|r| {
+                            batch.is_some()
+                                && matches!(r, RecordedRequest::Http { batch: b, .. } if b == batch)
+                        })
+                        .count()
+                        .max(1);
+                    let sends = requests[i..i + together].iter().map(|r| {
+                        let RecordedRequest::Http { method, url, .. } = r else {
+                            unreachable!("taken only while they are HTTP")
+                        };
+                        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+                        let send = self.http.request(method, url).send();
+                        async move {
+                            if let Ok(resp) = send.await {
+                                let _ = resp.bytes().await;
+                            }
+                        }
+                    });
+                    futures_util::future::join_all(sends).await;
+                    i += together;
                 }
                 RecordedRequest::Redis { url, args } => {
+                    i += 1;
                     let parsed = url::Url::parse(url).unwrap();
                     let addr = format!(
                         "{}:{}",

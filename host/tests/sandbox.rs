@@ -236,14 +236,14 @@ async fn guest_oldwit() {
     match &err {
         PluginError::IncompatibleVersion { plugin, host, .. } => {
             assert_eq!(plugin, "0.9.0");
-            assert_eq!(host, "0.1.0, 0.2.0, 0.3.0");
+            assert_eq!(host, "0.1.0, 0.2.0, 0.3.0, 0.4.0");
         }
         other => panic!("expected a version error, got {other}"),
     }
     let msg = err.to_string();
     assert!(
         msg.contains("operator:subject@0.9.0")
-            && msg.contains("operator:subject@{0.1.0, 0.2.0, 0.3.0}"),
+            && msg.contains("operator:subject@{0.1.0, 0.2.0, 0.3.0, 0.4.0}"),
         "{msg}"
     );
 }
@@ -761,6 +761,50 @@ async fn guest_v020() {
     assert_eq!(monitor.instances_started(), 1, "the instance is kept");
     let checks = monitor.instance_checks().unwrap();
     assert_eq!((checks.retained, checks.sent), (0, 4));
+}
+
+/// A contract 0.3 plugin (`check-retained`, no `send-all`) loads, its imports forward to
+/// the newest implementation, and the monitor's kept instance checks the window it holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_v030() {
+    let server = JsonServer::start(r#"{"ok":true}"#);
+    let plugin = load(
+        guests::GUEST_V030,
+        Limits::default(),
+        &[("target", server.url())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(plugin.wit_version(), "0.3.0");
+    let dir = tempfile::tempdir().unwrap();
+    let store = TicketStore::open(&dir.path().join("t.db")).unwrap();
+    let config = MonitorConfig::new(Duration::from_millis(10), Policy::default());
+    let mut monitor = Monitor::new(plugin, store, config);
+    let (_stop_tx, mut stop) = watch::channel(false);
+    for _ in 0..3 {
+        let r = tick(&mut monitor, &mut stop).await;
+        assert!(
+            matches!(&r.status, TickStatus::Observed { violations, .. } if violations.is_empty()),
+            "{:?}",
+            r.status
+        );
+    }
+    server.set(503, "down");
+    let r = tick(&mut monitor, &mut stop).await;
+    let TickStatus::Observed { violations, .. } = &r.status else {
+        panic!("{:?}", r.status);
+    };
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].invariant, "V030-01");
+    assert_eq!(evidence(&violations[0], "window"), "4");
+    assert_eq!(
+        evidence(&violations[0], "window_was"),
+        "held",
+        "a kept 0.3 instance checks what it holds"
+    );
+    assert!(server.requests.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    let checks = monitor.instance_checks().unwrap();
+    assert!(checks.retained >= 1, "{checks:?}");
 }
 
 /// What a 0.3 instance checks from the window it holds is what it would answer if the

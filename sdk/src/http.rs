@@ -156,26 +156,88 @@ impl Request {
     /// Sends the request and fails on a non-2xx status.
     pub fn send_ok(self) -> Result<Response, Error> {
         let url = self.inner.url.clone();
-        let resp = self.send()?;
-        if (200..300).contains(&resp.status) {
-            Ok(resp)
-        } else {
-            Err(Error::Status {
-                url,
-                status: resp.status,
-                body: String::from_utf8_lossy(&resp.body).into_owned(),
-            })
+        ok(&url, self.send()?)
+    }
+
+    /// The URL this request goes to.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+}
+
+/// Sends the requests at the same time and answers in their order, any status as a
+/// response; one failing does not stop the others. A subject reading N nodes waits for the
+/// slowest of them instead of for all of them in turn. Each request is checked and capped by
+/// the host exactly as [`Request::send`] is.
+///
+/// ```ignore
+/// let urls = ["http://10.0.0.1:7001/metrics", "http://10.0.0.2:7001/metrics"];
+/// let answers = http::send_all(urls.iter().map(|u| http::Request::new("GET", u)).collect());
+/// for (url, answer) in urls.iter().zip(answers) {
+///     let text = answer.and_then(|r| http::text(url, r));
+/// }
+/// ```
+pub fn send_all(requests: Vec<Request>) -> Vec<Result<Response, Error>> {
+    let mut out: Vec<Option<Result<Response, Error>>> = Vec::with_capacity(requests.len());
+    let mut sent = Vec::with_capacity(requests.len());
+    let mut urls = Vec::with_capacity(requests.len());
+    for r in requests {
+        let url = r.inner.url.clone();
+        match r.encode_error {
+            // Never sent: its place holds the reason.
+            Some(message) => out.push(Some(Err(Error::Encode { url, message }))),
+            None => {
+                out.push(None);
+                urls.push(url);
+                sent.push(r.inner);
+            }
         }
     }
+    let mut answers = wit::send_all(&sent).into_iter().zip(urls);
+    out.into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| match answers.next() {
+                Some((answer, url)) => answer.map_err(|error| Error::Transport { url, error }),
+                // The host answers every request it is given; a short answer is its bug,
+                // reported as one rather than a panic in the plugin.
+                None => Err(Error::Transport {
+                    url: String::new(),
+                    error: HttpError::Other("the host answered fewer requests than sent".into()),
+                }),
+            })
+        })
+        .collect()
+}
+
+/// `resp` if its status is 2xx, else [`Error::Status`] with the start of its body.
+pub fn ok(url: &str, resp: Response) -> Result<Response, Error> {
+    if (200..300).contains(&resp.status) {
+        Ok(resp)
+    } else {
+        Err(Error::Status {
+            url: url.to_string(),
+            status: resp.status,
+            body: String::from_utf8_lossy(&resp.body).into_owned(),
+        })
+    }
+}
+
+/// A 2xx response's body as text.
+pub fn text(url: &str, resp: Response) -> Result<String, Error> {
+    String::from_utf8(ok(url, resp)?.body).map_err(|_| Error::Decode {
+        url: url.to_string(),
+        message: "body is not UTF-8".into(),
+    })
+}
+
+/// A 2xx response's body decoded as JSON.
+pub fn json<T: DeserializeOwned>(url: &str, resp: Response) -> Result<T, Error> {
+    decode_json(url, &ok(url, resp)?.body)
 }
 
 /// `GET url` with a 2xx status, body as text.
 pub fn get_text(url: &str) -> Result<String, Error> {
-    let resp = Request::new("GET", url).send_ok()?;
-    String::from_utf8(resp.body).map_err(|_| Error::Decode {
-        url: url.to_string(),
-        message: "body is not UTF-8".into(),
-    })
+    text(url, Request::new("GET", url).send()?)
 }
 
 /// `GET url` with a 2xx status, body decoded as JSON.

@@ -37,7 +37,7 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "subject",
-        path: "../wit/since_v0.3.0",
+        path: "../wit/since_v0.4.0",
         pub_export_macro: true,
         default_bindings_module: "operator_sdk::bindings",
         runtime_path: "operator_sdk::__wit_bindgen::rt",
@@ -64,7 +64,7 @@ pub use bindings::operator::subject::types::{
 
 /// The WIT package version this SDK builds plugins against: the newest `wit/since_v*`
 /// folder. A host test checks that it, the folder and the host agree.
-pub const WIT_VERSION: &str = "0.3.0";
+pub const WIT_VERSION: &str = "0.4.0";
 
 /// What a subject plugin implements. Only `metadata` and `observe` are required.
 pub trait Subject {

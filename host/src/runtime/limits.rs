@@ -36,6 +36,8 @@ pub struct HttpLimits {
     pub max_redirects: usize,
     /// Requests one call may make.
     pub max_requests_per_call: usize,
+    /// Requests of one `send-all` in flight at once; the rest wait their turn.
+    pub max_in_flight: usize,
     /// Request body a plugin may send (mutating actions only).
     pub max_request_body_bytes: usize,
 }
@@ -109,6 +111,7 @@ impl Default for Limits {
                 max_body_bytes: 16 * MIB,
                 max_redirects: 5,
                 max_requests_per_call: 512,
+                max_in_flight: 16,
                 max_request_body_bytes: MIB,
             },
             redis: RedisLimits {
@@ -194,6 +197,10 @@ mod tests {
             format!("| call deadline | {}s", l.deadline.as_secs()),
             format!("| instance memory | {} MiB", l.memory_bytes / MIB),
             format!("| HTTP body | {} MiB", l.http.max_body_bytes / MIB),
+            format!(
+                "`send-all` keeps at most {} in flight",
+                l.http.max_in_flight
+            ),
             format!("| Redis reply | {} MiB", l.redis.max_reply_bytes / MIB),
             format!("| Redis connections | {}", l.redis.max_connections),
             format!("| SCAN COUNT | {}", l.redis.max_scan_count),

@@ -61,6 +61,8 @@ pub struct PluginContext {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CallCounters {
     pub http_requests: usize,
+    /// `send-all` calls so far.
+    pub http_batches: usize,
     pub redis_commands: usize,
     pub log_tails: usize,
     pub log_lines: usize,
@@ -72,8 +74,17 @@ pub struct CallCounters {
 /// host code to measure the floor a tick's I/O costs without the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordedRequest {
-    Http { method: String, url: String },
-    Redis { url: String, args: Vec<String> },
+    /// `batch` numbers the `send-all` the request was part of (within its call): the
+    /// requests of one batch were in flight together.
+    Http {
+        method: String,
+        url: String,
+        batch: Option<usize>,
+    },
+    Redis {
+        url: String,
+        args: Vec<String>,
+    },
 }
 
 /// The data of one plugin store (one instantiation).

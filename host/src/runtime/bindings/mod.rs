@@ -12,8 +12,9 @@ mod forward;
 pub mod v0_1;
 pub mod v0_2;
 pub mod v0_3;
+pub mod v0_4;
 
-pub use v0_3 as latest;
+pub use v0_4 as latest;
 
 use super::state::HostState;
 use crate::model;
@@ -26,6 +27,7 @@ pub enum ContractVersion {
     V0_1,
     V0_2,
     V0_3,
+    V0_4,
 }
 
 impl ContractVersion {
@@ -34,8 +36,9 @@ impl ContractVersion {
         ContractVersion::V0_1,
         ContractVersion::V0_2,
         ContractVersion::V0_3,
+        ContractVersion::V0_4,
     ];
-    pub const LATEST: ContractVersion = ContractVersion::V0_3;
+    pub const LATEST: ContractVersion = ContractVersion::V0_4;
 
     /// The full version of the frozen WIT folder.
     pub fn as_str(self) -> &'static str {
@@ -43,6 +46,7 @@ impl ContractVersion {
             ContractVersion::V0_1 => "0.1.0",
             ContractVersion::V0_2 => "0.2.0",
             ContractVersion::V0_3 => "0.3.0",
+            ContractVersion::V0_4 => "0.4.0",
         }
     }
 
@@ -68,7 +72,7 @@ impl ContractVersion {
     /// Whether plugins of this version can check the observations they hold
     /// (`check-retained`).
     pub fn retains_history(self) -> bool {
-        matches!(self, ContractVersion::V0_3)
+        matches!(self, ContractVersion::V0_3 | ContractVersion::V0_4)
     }
 }
 
@@ -77,6 +81,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_1::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     v0_2::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     v0_3::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_4::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -85,6 +90,7 @@ pub enum Pre {
     V0_1(v0_1::SubjectPre<HostState>),
     V0_2(v0_2::SubjectPre<HostState>),
     V0_3(v0_3::SubjectPre<HostState>),
+    V0_4(v0_4::SubjectPre<HostState>),
 }
 
 impl Pre {
@@ -93,6 +99,7 @@ impl Pre {
             ContractVersion::V0_1 => Pre::V0_1(v0_1::SubjectPre::new(pre)?),
             ContractVersion::V0_2 => Pre::V0_2(v0_2::SubjectPre::new(pre)?),
             ContractVersion::V0_3 => Pre::V0_3(v0_3::SubjectPre::new(pre)?),
+            ContractVersion::V0_4 => Pre::V0_4(v0_4::SubjectPre::new(pre)?),
         })
     }
 
@@ -101,6 +108,7 @@ impl Pre {
             Pre::V0_1(p) => Instance::V0_1(p.instantiate_async(store).await?),
             Pre::V0_2(p) => Instance::V0_2(p.instantiate_async(store).await?),
             Pre::V0_3(p) => Instance::V0_3(p.instantiate_async(store).await?),
+            Pre::V0_4(p) => Instance::V0_4(p.instantiate_async(store).await?),
         })
     }
 }
@@ -110,6 +118,7 @@ pub enum Instance {
     V0_1(v0_1::Subject),
     V0_2(v0_2::Subject),
     V0_3(v0_3::Subject),
+    V0_4(v0_4::Subject),
 }
 
 /// Why a plugin's `execute` declined, as the plugin said it.
@@ -139,6 +148,10 @@ macro_rules! each_version {
                 use v0_3 as $v;
                 $body
             }
+            Instance::V0_4($b) => {
+                use v0_4 as $v;
+                $body
+            }
         }
     };
 }
@@ -149,6 +162,7 @@ impl Instance {
             Instance::V0_1(_) => ContractVersion::V0_1,
             Instance::V0_2(_) => ContractVersion::V0_2,
             Instance::V0_3(_) => ContractVersion::V0_3,
+            Instance::V0_4(_) => ContractVersion::V0_4,
         }
     }
 
@@ -205,6 +219,13 @@ impl Instance {
                     .await?;
                 Ok(out.map(|v| v.into_iter().map(Into::into).collect()))
             }
+            Instance::V0_4(b) => {
+                let out = b
+                    .operator_subject_plugin()
+                    .call_check_retained(store, count)
+                    .await?;
+                Ok(out.map(|v| v.into_iter().map(Into::into).collect()))
+            }
         }
     }
 
@@ -255,7 +276,11 @@ mod tests {
             ContractVersion::for_plugin("0.3.0"),
             Some(ContractVersion::V0_3)
         );
-        assert_eq!(ContractVersion::for_plugin("0.4.0"), None);
+        assert_eq!(
+            ContractVersion::for_plugin("0.4.0"),
+            Some(ContractVersion::V0_4)
+        );
+        assert_eq!(ContractVersion::for_plugin("0.5.0"), None);
         assert_eq!(ContractVersion::for_plugin("0.0.9"), None);
         assert_eq!(ContractVersion::for_plugin("1.0.0"), None);
         assert_eq!(ContractVersion::for_plugin("unversioned"), None);

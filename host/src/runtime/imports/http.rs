@@ -6,6 +6,10 @@
 //! request mean something other than what the allowlist checked: `Host`, method-override
 //! headers, hop-by-hop and framing headers. OPTIONS is refused too: no subject needs it to
 //! read, and some servers act on it.
+//!
+//! `send-all` (contract 0.4) runs each request through the same checks as `send`, in order,
+//! then sends the ones that passed at the same time, at most `max_in_flight` at once. The
+//! batch shares one response-body budget, so it holds no more than a single `send` may.
 
 use crate::runtime::bindings::latest::operator::subject::http::{
     Host, HttpError, Request, Response,
@@ -13,6 +17,8 @@ use crate::runtime::bindings::latest::operator::subject::http::{
 use crate::runtime::bindings::latest::wit::Kv;
 use crate::runtime::limits::HttpLimits;
 use crate::runtime::state::{HostState, Phase, RecordedRequest};
+use futures_util::stream::{self, StreamExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use url::Url;
 
@@ -117,8 +123,42 @@ pub fn check_request(phase: Phase, method: &str, req: &Request) -> Result<(), Ht
     Ok(())
 }
 
-impl Host for HostState {
-    async fn send(&mut self, req: Request) -> Result<Response, HttpError> {
+/// A request that passed every check, ready to go.
+struct Prepared {
+    builder: reqwest::RequestBuilder,
+    /// When it must have finished: its own timeout from the moment it was checked, never
+    /// past the call's deadline. Absolute, so a request queued behind others in a batch
+    /// does not get a fresh timeout when it finally starts.
+    deadline: tokio::time::Instant,
+}
+
+/// Response bytes a call may still hold. One `send` has the whole cap; the requests of one
+/// `send-all` share it, so a batch holds no more than one request could.
+struct BodyBudget(AtomicUsize);
+
+impl BodyBudget {
+    fn new(bytes: usize) -> BodyBudget {
+        BodyBudget(AtomicUsize::new(bytes))
+    }
+
+    fn left(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes, or fails and takes nothing.
+    fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            })
+            .is_ok()
+    }
+}
+
+impl HostState {
+    /// Everything checked before a connection is made: the per-call request cap, the URL
+    /// and its scheme, the phase, the headers, the body size and the allowlist.
+    fn prepare(&mut self, req: Request, batch: Option<usize>) -> Result<Prepared, HttpError> {
         let limits = self.ctx.http.limits;
         self.calls.http_requests += 1;
         if self.calls.http_requests > limits.max_requests_per_call {
@@ -164,7 +204,9 @@ impl Host for HostState {
         self.record(|| RecordedRequest::Http {
             method: method.to_string(),
             url: url.to_string(),
+            batch,
         });
+        tracing::debug!(plugin = %self.ctx.name, %origin, url = %req.url, "http request");
         let mut builder = self.ctx.http.client.request(method, url).timeout(timeout);
         for Kv { key, value } in req.headers {
             builder = builder.header(key, value);
@@ -172,40 +214,73 @@ impl Host for HostState {
         if let Some(body) = req.body {
             builder = builder.body(body);
         }
-        tracing::debug!(plugin = %self.ctx.name, %origin, url = %req.url, "http request");
-        let max_body = limits.max_body_bytes;
-        let exchange = async move {
-            let mut resp = builder.send().await.map_err(classify)?;
-            let status = resp.status().as_u16();
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: k.to_string(),
-                    value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                })
-                .collect();
-            if let Some(len) = resp.content_length().filter(|l| *l > max_body as u64) {
-                return Err(HttpError::TooLarge(len));
-            }
-            let mut body = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(classify)? {
-                if body.len() + chunk.len() > max_body {
-                    return Err(HttpError::TooLarge((body.len() + chunk.len()) as u64));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(Response {
-                status,
-                headers,
-                body,
+        Ok(Prepared {
+            builder,
+            deadline: tokio::time::Instant::now() + timeout,
+        })
+    }
+}
+
+/// Sends one checked request and reads its answer, the body counted against `budget`.
+async fn exchange(p: Prepared, budget: &BodyBudget) -> Result<Response, HttpError> {
+    let exchange = async {
+        let mut resp = p.builder.send().await.map_err(classify)?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| Kv {
+                key: k.to_string(),
+                value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
             })
-        };
-        // reqwest's timeout covers the whole exchange, body included; this outer bound is
-        // the call's budget, so a server trickling bytes cannot hold the call past it.
-        tokio::time::timeout(timeout, exchange)
+            .collect();
+        if let Some(len) = resp.content_length().filter(|l| *l > budget.left() as u64) {
+            return Err(HttpError::TooLarge(len));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            if !budget.take(chunk.len()) {
+                return Err(HttpError::TooLarge((body.len() + chunk.len()) as u64));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    };
+    // reqwest's timeout covers the whole exchange, body included; this outer bound is the
+    // request's own deadline, so a server trickling bytes cannot hold the call past it.
+    tokio::time::timeout_at(p.deadline, exchange)
+        .await
+        .map_err(|_| HttpError::Timeout)?
+}
+
+impl Host for HostState {
+    async fn send(&mut self, req: Request) -> Result<Response, HttpError> {
+        let prepared = self.prepare(req, None)?;
+        exchange(
+            prepared,
+            &BodyBudget::new(self.ctx.http.limits.max_body_bytes),
+        )
+        .await
+    }
+
+    async fn send_all(&mut self, reqs: Vec<Request>) -> Vec<Result<Response, HttpError>> {
+        let limits = self.ctx.http.limits;
+        self.calls.http_batches += 1;
+        let batch = Some(self.calls.http_batches);
+        // Checked in order, as that many `send`s would be: the cap counts them one by one.
+        let prepared: Vec<Result<Prepared, HttpError>> =
+            reqs.into_iter().map(|r| self.prepare(r, batch)).collect();
+        let budget = BodyBudget::new(limits.max_body_bytes);
+        let budget = &budget;
+        stream::iter(prepared)
+            .map(|p| async move { exchange(p?, budget).await })
+            .buffered(limits.max_in_flight.max(1))
+            .collect()
             .await
-            .map_err(|_| HttpError::Timeout)?
     }
 }
 

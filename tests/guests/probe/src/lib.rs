@@ -10,6 +10,9 @@
 //! - `redis-many`: `count` GETs on the Redis in `redis`, each through a different URL
 //!   string for the same server (`vary=query`: a new query string each time; `vary=db`:
 //!   databases 0 to 15 in turn).
+//! - `send-all`: one `http.send-all` of `count` GETs to `{target}/r/{i}`, with the URL in
+//!   `sneaky` (never a grant) in second place when it is set; one event per answer, in
+//!   order, named `send-all-{i}`.
 
 use operator_sdk::prelude::*;
 
@@ -74,6 +77,40 @@ fn smuggle(target: &str) -> Vec<Event> {
     ]
 }
 
+fn send_all(target: &str) -> Vec<Event> {
+    let count: usize = config::parse_or("count", 8).unwrap_or(8);
+    let mut urls: Vec<String> = (0..count)
+        .map(|i| http::join(target, &format!("r/{i}")))
+        .collect();
+    if let Some(sneaky) = config::get("sneaky") {
+        urls.insert(1.min(urls.len()), sneaky);
+    }
+    let answers = http::send_all(
+        urls.iter()
+            .map(|u| http::Request::new("GET", u).timeout_ms(60_000))
+            .collect(),
+    );
+    answers
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let outcome = match a {
+                Ok(r) => format!("ok: {} bytes", r.body.len()),
+                Err(http::Error::Transport {
+                    error: http::HttpError::TooLarge(n),
+                    ..
+                }) => format!("too-large: {n}"),
+                Err(http::Error::Transport {
+                    error: http::HttpError::Timeout,
+                    ..
+                }) => "timeout".into(),
+                Err(e) => http_outcome::<()>(Err(e)),
+            };
+            attempt(&format!("send-all-{i}"), outcome)
+        })
+        .collect()
+}
+
 fn redis_many(url: &str) -> Vec<Event> {
     let count: usize = config::parse_or("count", 50).unwrap_or(50);
     let vary = config::get("vary").unwrap_or_else(|| "query".into());
@@ -99,11 +136,15 @@ impl Subject for Probe {
             version: "0.0.0".into(),
             description: "probes one host policy per observe".into(),
             settings: vec![
-                Setting::value("mode", "smuggle, sneaky, redis-get or redis-many").required(),
+                Setting::value("mode", "smuggle, sneaky, redis-get, redis-many or send-all")
+                    .required(),
                 Setting::origin("target", "an HTTP server it may read"),
                 Setting::origin("redis", "a Redis it may read"),
                 Setting::value("sneaky", "a URL given as a plain value: never a grant"),
-                Setting::value("count", "redis-many: how many commands [default: 50]"),
+                Setting::value(
+                    "count",
+                    "redis-many: how many commands [default: 50]; send-all: how many requests [default: 8]",
+                ),
                 Setting::value("vary", "redis-many: query or db [default: query]"),
             ],
             invariants: vec![],
@@ -127,6 +168,7 @@ impl Subject for Probe {
                 redis_outcome(redis::command(&redis_url, &["GET", "probe"])),
             )],
             "redis-many" => redis_many(&redis_url),
+            "send-all" => send_all(&target),
             other => return Err(ObserveError::Config(format!("unknown mode `{other}`"))),
         };
         Ok(Observation {
