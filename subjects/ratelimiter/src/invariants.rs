@@ -204,6 +204,14 @@ pub struct Ticks<'a> {
     /// `true`/`false` as the operator reached Redis this tick, `unknown` without a `redis`
     /// setting.
     pub redis_reachable: String,
+    /// Each key's limit in `cur`.
+    pub limits: BTreeMap<String, f64>,
+}
+
+impl Ticks<'_> {
+    fn limit_of(&self, key: &str) -> Option<f64> {
+        self.limits.get(key).copied()
+    }
 }
 
 pub fn check(history: &[Observation], t: &Thresholds) -> Vec<Violation> {
@@ -226,6 +234,7 @@ pub fn check(history: &[Observation], t: &Thresholds) -> Vec<Violation> {
         prev,
         t,
         redis_reachable,
+        limits: limits(cur),
     };
     let mut out = Vec::new();
     for inv in INVARIANTS {
@@ -460,10 +469,17 @@ fn by_key_window<'a>(
     m
 }
 
-fn limit_of(obs: &Indexed, key: &str) -> Option<f64> {
-    obs.samples("rl_view_limit", &[("key", key)])
-        .map(|s| s.value)
-        .reduce(f64::max)
+/// Every key's limit (the highest any node reports), read once per check rather than
+/// once per key and window.
+fn limits(obs: &Indexed) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = BTreeMap::new();
+    for s in obs.named("rl_view_limit") {
+        if let Some(key) = label(s, "key") {
+            let l = out.entry(key.to_string()).or_insert(s.value);
+            *l = l.max(s.value);
+        }
+    }
+    out
 }
 
 fn window_ms_of(obs: &Indexed, key: &str) -> Option<f64> {
@@ -478,7 +494,7 @@ fn counter_drift(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
     // A node counting locally: decisions Redis never saw. Worst key per node.
     let mut worst: BTreeMap<String, (String, String, f64, f64)> = BTreeMap::new();
     for ((key, window), per_node) in by_key_window(cur, "rl_view_local_count") {
-        let limit = limit_of(cur, &key).unwrap_or(0.0);
+        let limit = x.limit_of(&key).unwrap_or(0.0);
         for (node, local) in per_node {
             if local > tolerance(limit) && worst.get(&node).is_none_or(|w| local > w.2) {
                 worst.insert(node, (key.clone(), window.clone(), local, limit));
@@ -515,7 +531,7 @@ fn counter_drift(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
         if per_node.len() < 2 {
             continue;
         }
-        let limit = limit_of(cur, &key).unwrap_or(0.0);
+        let limit = x.limit_of(&key).unwrap_or(0.0);
         let (min, max) = per_node
             .values()
             .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
@@ -541,7 +557,7 @@ fn ghost_allowing(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
     let allowed = by_key_window(cur, "rl_view_allowed_in_window");
     let mut worst: BTreeMap<String, (String, f64, f64, Vec<String>)> = BTreeMap::new();
     for ((key, window), per_node) in &allowed {
-        let Some(limit) = limit_of(cur, key) else {
+        let Some(limit) = x.limit_of(key) else {
             continue;
         };
         let total: f64 = per_node.values().sum();
@@ -670,7 +686,7 @@ fn hot_key(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
         if share <= t.hot_key_share {
             continue;
         }
-        let limit = limit_of(cur, &key);
+        let limit = x.limit_of(&key);
         let window_ms = window_ms_of(cur, &key);
         out.push(
             def.violation(&key)

@@ -26,6 +26,9 @@ pub struct Snapshot {
     metrics: Vec<MetricSample>,
     events: Vec<Event>,
     problems: Vec<Problem>,
+    /// Each key's limit and window as each node reported them: key → (node, limit,
+    /// window_ms). Written out once per key by [`Snapshot::finish`].
+    key_config: BTreeMap<String, Vec<(String, u64, u64)>>,
 }
 
 /// A stable component id for a node URL: its host:port (the node's own id can only be
@@ -64,10 +67,30 @@ impl Snapshot {
             metrics: Vec::new(),
             events: Vec::new(),
             problems: Vec::new(),
+            key_config: BTreeMap::new(),
         }
     }
 
-    pub fn finish(self) -> Observation {
+    pub fn finish(mut self) -> Observation {
+        // A key's limit and window once, as the nodes agree on them; per node only when they
+        // do not (a node with stale config). Per node always, they were a fifth of a tick's
+        // samples for no extra information.
+        for (key, per_node) in std::mem::take(&mut self.key_config) {
+            let (_, limit, window_ms) = per_node[0];
+            if per_node
+                .iter()
+                .all(|(_, l, w)| (*l, *w) == (limit, window_ms))
+            {
+                self.metric("rl_view_limit", &[("key", &key)], limit as f64);
+                self.metric("rl_view_window_ms", &[("key", &key)], window_ms as f64);
+                continue;
+            }
+            for (node, limit, window_ms) in &per_node {
+                let labels = [("key", key.as_str()), ("node", node.as_str())];
+                self.metric("rl_view_limit", &labels, *limit as f64);
+                self.metric("rl_view_window_ms", &labels, *window_ms as f64);
+            }
+        }
         Observation {
             timestamp_ms: self.now,
             components: self.components,
@@ -173,7 +196,9 @@ impl Snapshot {
                     .filter(|s| s.name.starts_with("ratelimiter_"))
                 {
                     let mut m = s.into_metric(self.now);
-                    m.labels.push(kv("node", id));
+                    // Where it sorts, so the labels stay in the host's (key) order.
+                    let at = m.labels.partition_point(|l| l.key.as_str() < "node");
+                    m.labels.insert(at, kv("node", id));
                     self.metrics.push(m);
                 }
             }
@@ -206,25 +231,21 @@ impl Snapshot {
             ),
         ] {
             let window = window.to_string();
-            let labels = [("node", node), ("key", key), ("window", window.as_str())];
+            // Labels in key order, as the host keeps them: holding them needs no sort.
+            let labels = [("key", key), ("node", node), ("window", window.as_str())];
             self.metric("rl_view_allowed_in_window", &labels, allowed as f64);
         }
-        self.metric(
-            "rl_view_limit",
-            &[("node", node), ("key", key)],
-            v.limit as f64,
-        );
-        self.metric(
-            "rl_view_window_ms",
-            &[("node", node), ("key", key)],
-            v.window_ms as f64,
-        );
+        self.key_config.entry(key.to_string()).or_default().push((
+            node.to_string(),
+            v.limit,
+            v.window_ms,
+        ));
         if let Some(r) = &v.redis {
             self.metric(
                 "rl_view_redis_current",
                 &[
-                    ("node", node),
                     ("key", key),
+                    ("node", node),
                     ("window", &v.window_index.to_string()),
                 ],
                 r.current as f64,
@@ -232,15 +253,20 @@ impl Snapshot {
         }
         // Both local windows: a tick that always lands early in a window (the tick interval
         // equals the window) would otherwise only ever see a nearly empty current one.
+        // A node that uses Redis counts nothing locally; an absent local count is zero, and
+        // leaving the zeros out keeps a healthy tick's observation small.
         for (window, count) in [
             (v.local.window_index, v.local.current),
             (v.local.window_index.saturating_sub(1), v.local.previous),
         ] {
+            if count == 0 {
+                continue;
+            }
             self.metric(
                 "rl_view_local_count",
                 &[
-                    ("node", node),
                     ("key", key),
+                    ("node", node),
                     ("window", &window.to_string()),
                 ],
                 count as f64,
@@ -409,8 +435,32 @@ pub fn observe() -> Result<Observation, ObserveError> {
     }
     let mut snap = Snapshot::new(now_ms());
     let mut view_keys = ViewKeys::new();
+    // Every node's three reads go out at once: the tick waits for the slowest node, not
+    // for the sum of them. A node that is down fails all three quickly, as its /healthz
+    // alone did; only its /healthz answer is used then.
+    let requests = nodes
+        .iter()
+        .flat_map(|url| {
+            [routes::HEALTHZ, routes::METRICS, routes::COUNTERS]
+                .map(|route| http::Request::new("GET", &http::join(url, route)))
+        })
+        .collect();
+    let mut answers = http::send_all(requests).into_iter();
     for url in &nodes {
-        observe_node(&mut snap, url, &mut view_keys);
+        let mut next = || {
+            answers.next().unwrap_or_else(|| {
+                Err(http::Error::Transport {
+                    url: url.clone(),
+                    error: http::HttpError::Other("no answer".into()),
+                })
+            })
+        };
+        let reads = NodeReads {
+            health: next(),
+            metrics: next(),
+            counters: next(),
+        };
+        observe_node(&mut snap, url, reads, &mut view_keys);
     }
     let redis_read = match config::get("redis") {
         Some(redis_url) => observe_redis(&mut snap, &redis_url, &view_keys),
@@ -440,18 +490,34 @@ pub fn observe() -> Result<Observation, ObserveError> {
     Ok(obs)
 }
 
-fn observe_node(snap: &mut Snapshot, url: &str, view_keys: &mut ViewKeys) {
+/// One node's answers to its three reads, in the order they were sent.
+struct NodeReads {
+    health: Result<http::Response, http::Error>,
+    metrics: Result<http::Response, http::Error>,
+    counters: Result<http::Response, http::Error>,
+}
+
+fn observe_node(snap: &mut Snapshot, url: &str, reads: NodeReads, view_keys: &mut ViewKeys) {
     let id = node_component_id(url);
     // /healthz answers 503 with a JSON body when the node cannot use Redis.
-    let health = http::get_json_any_status::<Health>(&http::join(url, routes::HEALTHZ));
+    let health_url = http::join(url, routes::HEALTHZ);
+    let health = reads.health.and_then(|r| {
+        let status = r.status;
+        http::decode_json::<Health>(&health_url, &r.body).map(|h| (status, h))
+    });
     if !snap.node_health(url, health) {
         return;
     }
-    match http::get_text(&http::join(url, routes::METRICS)) {
+    let metrics_url = http::join(url, routes::METRICS);
+    match reads.metrics.and_then(|r| http::text(&metrics_url, r)) {
         Ok(text) => snap.node_metrics(&id, &text),
         Err(e) => snap.problem(&id, format!("cannot read /metrics: {e}")),
     }
-    match http::get_json::<CounterList>(&http::join(url, routes::COUNTERS)) {
+    let counters_url = http::join(url, routes::COUNTERS);
+    match reads
+        .counters
+        .and_then(|r| http::json::<CounterList>(&counters_url, r))
+    {
         Ok(list) => snap.node_counters(&id, &list, view_keys),
         // 503 while the node cannot reach Redis is expected, not a data problem.
         Err(http::Error::Status { status: 503, .. }) => {}
