@@ -2,8 +2,13 @@ use clap::{CommandFactory, FromArgMatches};
 use operator::cli::{self, Cli, subject_help};
 use tracing_subscriber::EnvFilter;
 
+/// A tick lifts, converts and stores thousands of small values and frees them again; with
+/// glibc's malloc that churn cost about a sixth of a tick's CPU (perf, live rate limiter).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
+    return_freed_memory_at_once();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -14,22 +19,15 @@ fn main() -> std::process::ExitCode {
     runtime.block_on(run())
 }
 
-/// glibc gives every thread that allocates its own arena, each keeping freed memory
-/// around; the operator's work runs on one thread at a time, so two arenas are enough and
-/// keep its resident memory about 4 MiB lower (measured in a live run).
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // M_ARENA_MAX from <malloc.h>; set before any other thread exists.
-        const M_ARENA_MAX: i32 = -8;
-        unsafe extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        // SAFETY: mallopt only adjusts allocator tuning; called before threads start.
-        unsafe {
-            mallopt(M_ARENA_MAX, 2);
-        }
-    }
+/// mimalloc keeps freed pages for a second before giving them back, and purges only when
+/// the thread that freed them allocates again; the threads that compiled the plugin never
+/// do. Purging at once keeps an idle operator's resident memory about 10 MiB lower
+/// (measured against the live rate limiter: 57 → 47 MiB) for no measurable CPU.
+fn return_freed_memory_at_once() {
+    // `mi_option_purge_delay` in mimalloc's v3 option enum.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets a tuning value; valid at any time, before any thread is started here.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
 
 async fn run() -> std::process::ExitCode {
@@ -62,5 +60,24 @@ async fn run() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Option 15 is mimalloc's purge delay (its default, 1000 ms in v3, tells it apart),
+    /// and the operator sets it to 0.
+    #[test]
+    fn purges_freed_memory_at_once() {
+        let get = || unsafe { libmimalloc_sys::mi_option_get(15) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(
+                get(),
+                1000,
+                "option 15 is not the purge delay in this mimalloc"
+            );
+        }
+        super::return_freed_memory_at_once();
+        assert_eq!(get(), 0);
     }
 }
