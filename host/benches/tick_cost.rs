@@ -20,8 +20,9 @@
 //!    Per tick: process CPU (user + system, `getrusage`), wall time, heap allocations and
 //!    bytes allocated (a counting global allocator), and the bytes of the stored observation.
 //! 2. **The binary.** `operator run` itself at a 1 s interval against the same cluster, CPU
-//!    from `/proc/PID/stat` over 30 steady ticks and RSS after them, with and without
-//!    `--instance-per-tick`.
+//!    from `/proc/PID/stat` over 30 steady ticks and RSS after them: its first start (which
+//!    compiles the plugin and caches it), a start with the compiled plugin cached (every
+//!    later one), and `--instance-per-tick`.
 //! 3. **Scale** (runs first). `tests/guests/scale` (no I/O) at 10, 30 and 100 components × 1000 series,
 //!    so the host's share (lowering, lifting, caps, storage) shows how it grows.
 //! 4. **Soak** (`TICK_COST_SOAK=SECONDS`): `operator run` at 1 s against the live cluster;
@@ -435,8 +436,9 @@ fn proc_cpu(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn spawn_operator(cluster: &Cluster, db: &Path, extra: &[&str]) -> Proc {
+fn spawn_operator(cluster: &Cluster, db: &Path, cache: &Path, extra: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_operator"))
+        .env(operator::runtime::cache::ENV, cache)
         .args(["run", "--subject", "ratelimiter"])
         .args(["--set", &format!("nodes={}", cluster.nodes_setting())])
         .args(["--set", &format!("redis={}", cluster.redis.url())])
@@ -461,12 +463,19 @@ fn binary(cluster: &Cluster, dir: &Path) {
         "{:<28} {:>10} {:>12}",
         "process", "cpu ms/tick", "RSS MiB after"
     );
-    for (label, extra) in [
+    // A cache of its own: the first start compiles the plugin and keeps it there, and the
+    // later ones load it, as every start after an operator's first does.
+    let cache = dir.join("compiled");
+    for (i, (label, extra)) in [
+        ("kept, first start (compiles)", &[][..]),
         ("kept instance (default)", &[][..]),
         ("--instance-per-tick", &["--instance-per-tick"][..]),
-    ] {
-        let db = dir.join(format!("bin-{}.db", extra.len()));
-        let mut p = spawn_operator(cluster, &db, extra);
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let db = dir.join(format!("bin-{i}.db"));
+        let mut p = spawn_operator(cluster, &db, &cache, extra);
         let pid = p.child.id();
         std::thread::sleep(Duration::from_millis(6500));
         let c0 = proc_cpu(pid).unwrap();
@@ -540,7 +549,7 @@ fn file_bytes(db: &Path) -> u64 {
 fn soak(cluster: &Cluster, dir: &Path, seconds: u64) {
     println!("\n## 4. soak: `operator run --interval 1s` for {seconds} s against the live cluster");
     let db = dir.join("soak.db");
-    let mut p = spawn_operator(cluster, &db, &[]);
+    let mut p = spawn_operator(cluster, &db, &dir.join("compiled"), &[]);
     let pid = p.child.id();
     let started = Instant::now();
     let (mut t, mut rss, mut size) = (vec![], vec![], vec![]);

@@ -33,6 +33,7 @@
 
 pub mod allowlist;
 pub mod bindings;
+pub mod cache;
 mod caps;
 pub mod imports;
 pub mod limits;
@@ -46,6 +47,7 @@ pub use state::RecordedRequest;
 use crate::model;
 use allowlist::Allowlist;
 use bindings::{Instance, Pre};
+use cache::CompileCache;
 use state::{
     CallCounters, HostState, HttpCapability, LogsCapability, Phase, PluginContext, RedisCapability,
 };
@@ -169,6 +171,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     ticker_stop: Arc<AtomicBool>,
+    /// Where compiled plugins are kept between runs (`OPERATOR_CACHE_DIR`).
+    cache: Option<CompileCache>,
 }
 
 impl Drop for Runtime {
@@ -209,17 +213,46 @@ impl Runtime {
             engine,
             linker,
             ticker_stop,
+            cache: CompileCache::from_env(),
         })
     }
 
-    /// Compiles a component and checks it is a subject plugin of a supported contract
-    /// version. `what` names it in errors (a path, or `bundled subject X`).
+    /// The engine every plugin of this process is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles a component, or loads it from the user's compiled-plugin cache, and checks
+    /// it is a subject plugin of a supported contract version. `what` names it in errors
+    /// (a path, or `bundled subject X`).
     pub fn compile(&self, what: &str, bytes: &[u8]) -> Result<CompiledPlugin, PluginError> {
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| PluginError::InvalidComponent {
-                what: what.to_string(),
-                reason: format!("{e:#}"),
-            })?;
+        self.compile_with(self.cache.as_ref(), what, bytes)
+    }
+
+    /// [`Runtime::compile`] with this cache (or none) instead of the user's.
+    pub fn compile_with(
+        &self,
+        cache: Option<&CompileCache>,
+        what: &str,
+        bytes: &[u8],
+    ) -> Result<CompiledPlugin, PluginError> {
+        let cached = cache.and_then(|c| c.load(&self.engine, bytes));
+        let from_cache = cached.is_some();
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| {
+                    PluginError::InvalidComponent {
+                        what: what.to_string(),
+                        reason: format!("{e:#}"),
+                    }
+                })?;
+                if let Some(cache) = cache {
+                    cache.store(&self.engine, bytes, &c);
+                }
+                c
+            }
+        };
         let (wit_version, contract) = version::check(&self.engine, &component, what)?;
         let instance_pre =
             self.linker
@@ -237,6 +270,7 @@ impl Runtime {
             wit_version,
             contract,
             digest: digest(bytes),
+            from_cache,
             pre,
         })
     }
@@ -295,6 +329,8 @@ pub struct CompiledPlugin {
     /// The host version serving it.
     pub contract: ContractVersion,
     digest: u64,
+    /// Loaded from the compiled-plugin cache rather than compiled.
+    pub from_cache: bool,
     pre: Pre,
 }
 
