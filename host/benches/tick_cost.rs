@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! cargo build --release --workspace            # the ratelimiter, loadgen and operator binaries
-//! cargo bench --workspace --bench tick_cost    # about four minutes (--workspace: the same
+//! cargo bench --workspace --bench tick_cost    # about five minutes (--workspace: the same
 //!                                              # features as the build, so nothing rebuilds)
 //! TICK_COST_SOAK=3600 cargo bench --workspace --bench tick_cost   # plus a one-hour soak
 //! ```
