@@ -55,6 +55,7 @@ async fn run() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    cli::allow_self_exec();
     match cli::dispatch(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

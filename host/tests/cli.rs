@@ -656,3 +656,59 @@ fn a_subjects_settings_are_in_its_help_and_inspection() {
         "{grants:?}"
     );
 }
+
+/// A first `run` compiles the plugin in a child `operator plugin compile` and loads it
+/// from the cache, so the compiler never runs in the long-lived process; `plugin compile`
+/// fills the cache ahead of time and says when it already holds the plugin.
+#[test]
+fn a_first_run_compiles_in_a_child_and_loads_the_cached_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("compiled");
+    let server = JsonServer::start(r#"{"components":[{"id":"a","healthy":true}]}"#);
+    let target = format!("target={}", server.url());
+    let db = dir.path().join("t.db");
+    let o = operator()
+        .env("OPERATOR_CACHE_DIR", &cache)
+        .env("OPERATOR_LOG", "operator=debug")
+        .args([
+            "run",
+            "--plugin",
+            guests::GUEST_GOOD,
+            "--set",
+            &target,
+            "--once",
+        ])
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .unwrap();
+    let log = stderr(&o);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("compiled in a child process"), "{log}");
+    assert!(
+        log.contains("from_cache=true"),
+        "the run itself loaded what the child compiled: {log}"
+    );
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+
+    let compile = |plugin: &str| {
+        let o = operator()
+            .env("OPERATOR_CACHE_DIR", &cache)
+            .args(["plugin", "compile", plugin])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(compile(guests::GUEST_GOOD).contains(": already cached: "));
+    assert!(compile("ratelimiter").contains("bundled subject ratelimiter: compiled: "));
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+
+    let off = operator()
+        .env("OPERATOR_CACHE_DIR", "off")
+        .args(["plugin", "compile", "ratelimiter"])
+        .output()
+        .unwrap();
+    assert!(!off.status.success());
+    assert!(stderr(&off).contains("cache is off"), "{}", stderr(&off));
+}

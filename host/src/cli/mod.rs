@@ -47,6 +47,19 @@ pub enum Command {
     Diagnose(diagnose::DiagnoseArgs),
 }
 
+/// Whether this process is the `operator` binary, which may run itself as a child (see
+/// [`plugin::compile_in_child`]). A library user's process is not, so it is never re-run.
+static SELF_EXEC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called by the `operator` binary's `main`, and by nothing else.
+pub fn allow_self_exec() {
+    SELF_EXEC.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn self_exec_allowed() -> bool {
+    SELF_EXEC.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => run::run(args).await,

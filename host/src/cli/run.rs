@@ -73,6 +73,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let config = RunConfig::resolve(&file, &args.source, &args.grants, &args.flags)?;
     let store = TicketStore::open(&config.db)
         .with_context(|| format!("opening ticket database {}", config.db.display()))?;
+    super::plugin::compile_in_child(&config.plugin.source).await;
     let plugin = config.plugin.builder().build().await?;
     tracing::info!(
         subject = %plugin.name(),

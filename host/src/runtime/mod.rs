@@ -222,6 +222,11 @@ impl Runtime {
         &self.engine
     }
 
+    /// The compiled-plugin cache [`Runtime::compile`] uses, unless it is off.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
+    }
+
     /// Compiles a component, or loads it from the user's compiled-plugin cache, and checks
     /// it is a subject plugin of a supported contract version. `what` names it in errors
     /// (a path, or `bundled subject X`).
@@ -363,7 +368,8 @@ impl PluginSource {
         }
     }
 
-    fn load(&self) -> Result<(String, Vec<u8>), PluginError> {
+    /// The component's bytes, and the name errors give it.
+    pub fn load(&self) -> Result<(String, Vec<u8>), PluginError> {
         match self {
             PluginSource::Bundled(name) => {
                 let b = crate::bundled::find(name).ok_or_else(|| PluginError::UnknownBundled {
@@ -453,6 +459,7 @@ impl PluginBuilder {
         let runtime = Runtime::shared()?;
         let (what, bytes) = self.source.load()?;
         let compiled = runtime.compile(&what, &bytes)?;
+        tracing::debug!(plugin = %what, from_cache = compiled.from_cache, "plugin compiled");
         self.build_compiled(runtime, compiled).await
     }
 
