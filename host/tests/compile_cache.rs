@@ -11,6 +11,14 @@ fn wasm() -> Vec<u8> {
     std::fs::read(guests::GUEST_GOOD).unwrap()
 }
 
+/// Whether compiling `wasm` with `cache` loaded it from there instead of compiling.
+fn from_cache(runtime: &Runtime, cache: &CompileCache, wasm: &[u8]) -> bool {
+    runtime
+        .compile_with(Some(cache), "guest", wasm)
+        .unwrap()
+        .from_cache
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -42,12 +50,7 @@ async fn a_second_start_loads_what_the_first_compiled() {
     runs(&runtime, second).await;
     // Other bytes are another entry.
     let other = std::fs::read(guests::GUEST_PROBE).unwrap();
-    assert!(
-        !runtime
-            .compile_with(Some(&cache), "probe", &other)
-            .unwrap()
-            .from_cache
-    );
+    assert!(!from_cache(&runtime, &cache, &other));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -69,21 +72,11 @@ async fn a_corrupted_entry_is_compiled_again_not_run() {
     );
     runs(&runtime, again).await;
     // The bad entry was replaced by a good one.
-    assert!(
-        runtime
-            .compile_with(Some(&cache), "good", &wasm)
-            .unwrap()
-            .from_cache
-    );
+    assert!(from_cache(&runtime, &cache, &wasm));
     // Truncated: the same.
     let whole = std::fs::read(&entry).unwrap();
     std::fs::write(&entry, &whole[..whole.len() / 3]).unwrap();
-    assert!(
-        !runtime
-            .compile_with(Some(&cache), "good", &wasm)
-            .unwrap()
-            .from_cache
-    );
+    assert!(!from_cache(&runtime, &cache, &wasm));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,21 +88,13 @@ async fn a_directory_others_may_write_is_not_trusted() {
     runtime.compile_with(Some(&cache), "good", &wasm).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     assert!(
-        !runtime
-            .compile_with(Some(&cache), "good", &wasm)
-            .unwrap()
-            .from_cache,
+        !from_cache(&runtime, &cache, &wasm),
         "someone else could have put code there"
     );
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let entry = cache.entry(runtime_engine(&runtime), &wasm);
     std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).unwrap();
-    assert!(
-        !runtime
-            .compile_with(Some(&cache), "good", &wasm)
-            .unwrap()
-            .from_cache
-    );
+    assert!(!from_cache(&runtime, &cache, &wasm));
 }
 
 #[tokio::test(flavor = "multi_thread")]
