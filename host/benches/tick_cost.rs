@@ -596,12 +596,13 @@ fn main() {
     // Fail early, with the command that fixes it, when the binaries are not built.
     let _ = workspace_bin("ratelimiter");
     let _ = workspace_bin("loadgen");
-    // TICK_COST_RUNTIME=current-thread measures on a single-threaded runtime.
+    // The runtime `operator` itself runs on (one thread); TICK_COST_RUNTIME=multi-thread
+    // measures on tokio's default one instead.
     let rt = match std::env::var("TICK_COST_RUNTIME").as_deref() {
-        Ok("current-thread") => tokio::runtime::Builder::new_current_thread()
+        Ok("multi-thread") => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        _ => tokio::runtime::Runtime::new(),
     }
     .expect("tokio runtime");
     let dir = tempfile::tempdir().unwrap();
