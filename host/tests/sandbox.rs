@@ -72,6 +72,41 @@ async fn guest_spin() {
     assert_eq!(store.heartbeats().unwrap()[0].tick, 3);
 }
 
+/// The epoch advances when any call's deadline comes, and every running store sees it: a
+/// spinning guest whose own deadline is later must keep running until that deadline, and
+/// each is cut off at its own time, not rounded to a tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_spinners_are_each_cut_off_at_their_own_deadline() {
+    let short = load(guests::GUEST_SPIN, short_deadline(), &[])
+        .await
+        .expect("metadata is fine");
+    let long_limits = Limits {
+        deadline: Duration::from_millis(1500),
+        ..Limits::default()
+    };
+    let long = load(guests::GUEST_SPIN, long_limits, &[])
+        .await
+        .expect("metadata is fine");
+    let spin = |plugin: operator::runtime::Plugin| async move {
+        let mut session = plugin.session().await.unwrap();
+        let start = std::time::Instant::now();
+        let err = session.observe().await.unwrap_err();
+        (start.elapsed(), err)
+    };
+    let (short, long) = tokio::join!(tokio::spawn(spin(short)), tokio::spawn(spin(long)));
+    let ((short_took, short_err), (long_took, long_err)) = (short.unwrap(), long.unwrap());
+    assert!(matches!(short_err, PluginError::Deadline { .. }), "{short_err}");
+    assert!(matches!(long_err, PluginError::Deadline { .. }), "{long_err}");
+    assert!(
+        short_took >= Duration::from_millis(300) && short_took < Duration::from_millis(1000),
+        "the short spinner ran {short_took:?}"
+    );
+    assert!(
+        long_took >= Duration::from_millis(1500) && long_took < Duration::from_millis(2500),
+        "the long spinner ran {long_took:?}: another call's deadline must not cut it off"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn guest_hog() {
     let limits = Limits {

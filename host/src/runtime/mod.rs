@@ -8,8 +8,8 @@
 //! The guarantees, and how they are kept:
 //! - **Every call ends within its deadline**, whatever the guest or a remote does. Calls are
 //!   async (`call_async`, the async WASI linker) under a `tokio::time::timeout`, so a guest
-//!   that sleeps or blocks on an import is cut off; epoch interruption cuts off one that
-//!   spins. Every import bounds its own I/O by what is left of the call's budget.
+//!   that sleeps or blocks on an import is cut off; epoch interruption, driven by the
+//!   [`clock::DeadlineClock`] at the deadline itself, cuts off one that spins. Every import bounds its own I/O by what is left of the call's budget.
 //! - **Memory is capped per instance**: the sum of every memory and table, plus low counts
 //!   of instances, memories and tables ([`state::MemoryCap`]).
 //! - **Every import has size, count and rate caps**, set in one place ([`Limits`]).
@@ -35,6 +35,7 @@ pub mod allowlist;
 pub mod bindings;
 pub mod cache;
 mod caps;
+pub mod clock;
 pub mod imports;
 pub mod limits;
 pub mod state;
@@ -48,21 +49,16 @@ use crate::model;
 use allowlist::Allowlist;
 use bindings::{Instance, Pre};
 use cache::CompileCache;
+use clock::{Armed, DeadlineClock, Deadlines};
 use state::{
     CallCounters, HostState, HttpCapability, LogsCapability, Phase, PluginContext, RedisCapability,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store, Trap};
-
-/// How often the epoch advances: the resolution of the deadline for a spinning guest (a
-/// sleeping or waiting one is cut off by the async timeout, exactly). Each tick wakes a
-/// thread, so it is coarse: at 10 ms the ticker alone cost a fifth of an idle monitor's CPU.
-const EPOCH_TICK: Duration = Duration::from_millis(100);
+use wasmtime::{Config, Engine, Store, Trap, UpdateDeadline};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -145,40 +141,14 @@ impl ActionPermission {
     }
 }
 
-/// Starts the thread that advances the engine's epoch; it stops when the engine is
-/// dropped by its last owner.
-fn start_epoch_ticker(engine: &Engine) -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let weak = engine.weak();
-    let flag = stop.clone();
-    std::thread::Builder::new()
-        .name("epoch-ticker".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                match weak.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => return,
-                }
-            }
-        })
-        .expect("spawning the epoch ticker thread");
-    stop
-}
-
 /// The engine and linker shared by every plugin of this process.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    ticker_stop: Arc<AtomicBool>,
+    /// Cuts off a spinning guest at its call's deadline.
+    clock: DeadlineClock,
     /// Where compiled plugins are kept between runs (`OPERATOR_CACHE_DIR`).
     cache: Option<CompileCache>,
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
 }
 
 impl Runtime {
@@ -208,11 +178,12 @@ impl Runtime {
             .map_err(|e| PluginError::Setup(format!("linking WASI: {e}")))?;
         bindings::add_to_linker(&mut linker)
             .map_err(|e| PluginError::Setup(format!("linking host imports: {e}")))?;
-        let ticker_stop = start_epoch_ticker(&engine);
+        let clock = DeadlineClock::start(&engine)
+            .map_err(|e| PluginError::Setup(format!("starting the deadline clock: {e}")))?;
         Ok(Runtime {
             engine,
             linker,
-            ticker_stop,
+            clock,
             cache: CompileCache::from_env(),
         })
     }
@@ -302,9 +273,9 @@ pub async fn instantiate_raw_for_tests(bytes: &[u8], limits: Limits) -> Result<(
     )?;
     let mut store = Store::new(&runtime.engine, HostState::new(Arc::new(ctx), &limits));
     store.limiter(|s| &mut s.memory);
-    store.epoch_deadline_trap();
+    cut_off_at_deadline(&mut store);
     store.data_mut().deadline = Instant::now() + limits.deadline;
-    store.set_epoch_deadline(ticks(limits.deadline));
+    let _armed = runtime.clock.deadlines().arm(store.data().deadline);
     let instantiate = runtime.linker.instantiate_async(&mut store, &component);
     match tokio::time::timeout(limits.deadline, instantiate).await {
         Ok(Ok(_)) => Ok(()),
@@ -641,9 +612,10 @@ impl Plugin {
             HostState::new(self.ctx.clone(), &limits),
         );
         store.limiter(|s| &mut s.memory);
-        store.epoch_deadline_trap();
+        cut_off_at_deadline(&mut store);
         store.data_mut().deadline = Instant::now() + limits.deadline;
-        store.set_epoch_deadline(ticks(limits.deadline));
+        let deadlines = self.runtime.clock.deadlines().clone();
+        let armed = deadlines.arm(store.data().deadline);
         let instance =
             match tokio::time::timeout(limits.deadline, self.compiled.pre.instantiate(&mut store))
                 .await
@@ -657,10 +629,13 @@ impl Plugin {
                     });
                 }
             };
+        drop(armed);
         Ok(Session {
             store,
             instance,
             limits,
+            deadlines,
+            armed: None,
             spent: false,
             retained: 0,
             checks: CheckCounts::default(),
@@ -736,8 +711,18 @@ fn check_params(info: &model::ActionInfo, params: &[(String, String)]) -> Result
     Ok(())
 }
 
-fn ticks(d: Duration) -> u64 {
-    (d.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+/// Has `store` trap once its call's deadline (`HostState::deadline`) has passed. The
+/// callback runs whenever the deadline clock advances the epoch, which it does only when
+/// some call's deadline comes: a store whose call still has time goes on.
+fn cut_off_at_deadline(store: &mut Store<HostState>) {
+    store.epoch_deadline_callback(|ctx| {
+        Ok(if Instant::now() >= ctx.data().deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Continue(1)
+        })
+    });
+    store.set_epoch_deadline(1);
 }
 
 fn classify(call: &str, err: wasmtime::Error, state: &HostState, limits: &Limits) -> PluginError {
@@ -794,6 +779,9 @@ pub struct Session {
     store: Store<HostState>,
     instance: Instance,
     limits: Limits,
+    deadlines: Deadlines,
+    /// The running call's deadline, armed on the clock until the call ends.
+    armed: Option<Armed>,
     spent: bool,
     /// How many of the newest observations this session returned are held by the instance
     /// exactly as the host holds them (contract 0.3's `check-retained`).
@@ -847,7 +835,9 @@ impl Session {
         data.phase = phase;
         data.deadline = Instant::now() + self.limits.deadline;
         data.calls = CallCounters::default();
-        self.store.set_epoch_deadline(ticks(self.limits.deadline));
+        let deadline = data.deadline;
+        self.store.set_epoch_deadline(1);
+        self.armed = Some(self.deadlines.arm(deadline));
         Ok(())
     }
 
@@ -857,6 +847,7 @@ impl Session {
         call: &str,
         outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
     ) -> Result<T, PluginError> {
+        self.armed = None;
         let dropped = self.store.data().calls.log_lines_dropped;
         if dropped > 0 {
             tracing::warn!(
