@@ -79,14 +79,13 @@ impl TicketStore {
 
     /// The tick number to use next for `subject` (continues across restarts).
     pub fn next_tick(&self, subject: &str) -> Result<i64, StoreError> {
-        let last: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT tick FROM heartbeat WHERE subject = ?1",
-                [subject],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let last: Option<i64> = row::query_one(
+            &self.conn,
+            "SELECT tick FROM heartbeat WHERE subject = ?1",
+            [subject],
+            |r| r.get(0),
+        )
+        .optional()?;
         Ok(last.unwrap_or(0) + 1)
     }
 

@@ -344,21 +344,20 @@ impl TickWriter<'_, '_> {
     }
 
     fn find_live(&self, dedup_key: &str) -> Result<Option<Live>, StoreError> {
-        let live = self
-            .tx
-            .query_row(
-                "SELECT id, severity, opening_observation_id FROM tickets \
-                 WHERE subject = ?1 AND dedup_key = ?2 AND status != 'resolved'",
-                params![self.rec.subject, dedup_key],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>("id")?,
-                        r.get::<_, String>("severity")?,
-                        r.get::<_, Option<i64>>("opening_observation_id")?,
-                    ))
-                },
-            )
-            .optional()?;
+        let live = row::query_one(
+            self.tx,
+            "SELECT id, severity, opening_observation_id FROM tickets \
+             WHERE subject = ?1 AND dedup_key = ?2 AND status != 'resolved'",
+            params![self.rec.subject, dedup_key],
+            |r| {
+                Ok((
+                    r.get::<_, i64>("id")?,
+                    r.get::<_, String>("severity")?,
+                    r.get::<_, Option<i64>>("opening_observation_id")?,
+                ))
+            },
+        )
+        .optional()?;
         live.map(|(id, severity, opening_observation)| {
             Ok(Live {
                 id,
