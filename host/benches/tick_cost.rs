@@ -20,9 +20,9 @@
 //!    Per tick: process CPU (user + system, `getrusage`), wall time, heap allocations and
 //!    bytes allocated (a counting global allocator), and the bytes of the stored observation.
 //! 2. **The binary.** `operator run` itself at a 1 s interval against the same cluster, CPU
-//!    from `/proc/PID/stat` over 30 steady ticks and RSS after them: its first start (a
-//!    child compiles the plugin into the cache), a start with the compiled plugin cached
-//!    (every later one), and `--instance-per-tick`.
+//!    from its threads' `/proc/PID/task/*/schedstat` (ns) over 30 steady ticks and RSS
+//!    after them: its first start (a child compiles the plugin into the cache), a start
+//!    with the compiled plugin cached (every later one), and `--instance-per-tick`.
 //! 3. **Scale** (runs first). `tests/guests/scale` (no I/O) at 10, 30 and 100 components × 1000 series,
 //!    so the host's share (lowering, lifting, caps, storage) shows how it grows.
 //! 4. **Soak** (`TICK_COST_SOAK=SECONDS`): `operator run` at 1 s against the live cluster;
@@ -436,6 +436,35 @@ fn proc_cpu(pid: u32) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// The CPU time of each live thread of a process, ns (`/proc/PID/task/*/schedstat`). Over
+/// 30 ticks of a few ms, /proc/PID/stat's 10 ms clock ticks would be a tenth of the figure.
+fn thread_cpu(pid: u32) -> Option<BTreeMap<u32, u64>> {
+    let mut out = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let task = task.ok()?;
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread that ended since the listing has no schedstat any more.
+        if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat"))
+            && let Some(ns) = stat.split_whitespace().next().and_then(|n| n.parse().ok())
+        {
+            out.insert(tid, ns);
+        }
+    }
+    Some(out)
+}
+
+/// Seconds of CPU between two [`thread_cpu`] snapshots; a thread started in between counts
+/// from zero (one that ended in between is missed: the operator keeps its two threads).
+fn cpu_between(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> f64 {
+    after
+        .iter()
+        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+        .sum::<u64>() as f64
+        / 1e9
+}
+
 fn spawn_operator(cluster: &Cluster, db: &Path, cache: &Path, extra: &[&str]) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_operator"))
         .env(operator::runtime::cache::ENV, cache)
@@ -479,14 +508,14 @@ fn binary(cluster: &Cluster, dir: &Path) {
         let mut p = spawn_operator(cluster, &db, &cache, extra);
         let pid = p.child.id();
         std::thread::sleep(Duration::from_millis(6500));
-        let c0 = proc_cpu(pid).unwrap();
+        let c0 = thread_cpu(pid).unwrap();
         std::thread::sleep(Duration::from_secs(steady as u64));
-        let c1 = proc_cpu(pid).unwrap();
+        let c1 = thread_cpu(pid).unwrap();
         let rss = rss_kib(pid).unwrap_or(0);
         p.kill();
         println!(
             "{label:<28} {:>10.2} {:>12.1}",
-            (c1 - c0) * 1e3 / steady as f64,
+            cpu_between(&c0, &c1) * 1e3 / steady as f64,
             rss as f64 / 1024.0
         );
     }

@@ -142,7 +142,10 @@ fn run(shared: &Shared, engine: &EngineWeak) {
         match state.armed.keys().next().copied() {
             None => {
                 state.target = None;
-                state = shared.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
             Some(at) if at > now => {
                 state.target = Some(at);
@@ -180,7 +183,10 @@ mod tests {
     fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         let start = Instant::now();
         while !f() {
-            assert!(start.elapsed() < Duration::from_secs(5), "timed out: {what}");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "timed out: {what}"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     }
