@@ -95,8 +95,14 @@ async fn concurrent_spinners_are_each_cut_off_at_their_own_deadline() {
     };
     let (short, long) = tokio::join!(tokio::spawn(spin(short)), tokio::spawn(spin(long)));
     let ((short_took, short_err), (long_took, long_err)) = (short.unwrap(), long.unwrap());
-    assert!(matches!(short_err, PluginError::Deadline { .. }), "{short_err}");
-    assert!(matches!(long_err, PluginError::Deadline { .. }), "{long_err}");
+    assert!(
+        matches!(short_err, PluginError::Deadline { .. }),
+        "{short_err}"
+    );
+    assert!(
+        matches!(long_err, PluginError::Deadline { .. }),
+        "{long_err}"
+    );
     assert!(
         short_took >= Duration::from_millis(300) && short_took < Duration::from_millis(1000),
         "the short spinner ran {short_took:?}"

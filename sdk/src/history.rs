@@ -15,16 +15,13 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
     }
     let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
     let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("chunks of eight"));
-    (&mut wa).zip(&mut wb).all(|(x, y)| word(x) == word(y))
-        && wa.remainder() == wb.remainder()
+    (&mut wa).zip(&mut wb).all(|(x, y)| word(x) == word(y)) && wa.remainder() == wb.remainder()
 }
 
 fn labels_match(labels: &[Kv], filter: &[(&str, &str)]) -> bool {
-    filter.iter().all(|(k, v)| {
-        labels
-            .iter()
-            .any(|l| same(&l.key, k) && same(&l.value, v))
-    })
+    filter
+        .iter()
+        .all(|(k, v)| labels.iter().any(|l| same(&l.key, k) && same(&l.value, v)))
 }
 
 /// The histogram `name` from `series` (samples whose names start with it) that match
