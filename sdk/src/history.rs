@@ -1,7 +1,7 @@
 //! Lookups over observations, for `check-invariants` (which gets the latest few, oldest
 //! first) and for plugins that build observations from scrapes.
 
-use crate::prometheus::{Histogram, Sample};
+use crate::prometheus::Histogram;
 use crate::{Component, Kv, MetricSample, Observation};
 
 /// `a == b`, eight bytes at a time. The guest's libc compares strings a byte at a time,
@@ -31,24 +31,13 @@ fn histogram_of<'a>(
     name: &str,
     filter: &[(&str, &str)],
 ) -> Option<Histogram> {
-    let samples: Vec<Sample> = series
-        .filter(|s| labels_match(&s.labels, filter))
-        .map(|s| Sample {
-            name: s.name.clone(),
-            labels: s
-                .labels
-                .iter()
-                .map(|l| (l.key.clone(), l.value.clone()))
-                .collect(),
-            value: s.value,
-        })
-        .collect();
-    Histogram::from_samples(
-        samples
-            .iter()
+    Histogram::fold(
+        series
+            .filter(|s| labels_match(&s.labels, filter))
             .map(|s| (s.name.as_str(), s.labels.as_slice(), s.value)),
         name,
         &[],
+        |l: &'a Kv| (l.key.as_str(), l.value.as_str()),
     )
 }
 

@@ -172,22 +172,34 @@ impl Histogram {
         name: &str,
         filter: &[(&str, &str)],
     ) -> Option<Histogram> {
+        Histogram::fold(samples, name, filter, |(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// [`Histogram::from_samples`] over labels of any shape, read through `pair`: the
+    /// lookups over observations fold their samples where they lie instead of copying them.
+    pub(crate) fn fold<'a, L: 'a>(
+        samples: impl IntoIterator<Item = (&'a str, &'a [L], f64)>,
+        name: &str,
+        filter: &[(&str, &str)],
+        pair: impl Fn(&'a L) -> (&'a str, &'a str),
+    ) -> Option<Histogram> {
         let bucket_name = format!("{name}_bucket");
         let sum_name = format!("{name}_sum");
         let count_name = format!("{name}_count");
         let mut h = Histogram::default();
         let mut seen = false;
         for (n, labels, value) in samples {
-            let matches = filter
-                .iter()
-                .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v));
+            let matches = filter.iter().all(|(k, v)| {
+                labels.iter().map(&pair).any(|(lk, lv)| lk == *k && lv == *v)
+            });
             if !matches {
                 continue;
             }
             if n == bucket_name {
                 let le = labels
                     .iter()
-                    .find(|(k, _)| k == "le")
+                    .map(&pair)
+                    .find(|(k, _)| *k == "le")
                     .and_then(|(_, v)| parse_value(v));
                 if let Some(le) = le {
                     seen = true;
