@@ -452,18 +452,17 @@ fn high_latency(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
     }
 }
 
-/// Samples grouped by (key, window) → node → value.
+/// Samples grouped by (key, window) → node → value, borrowed from the observation: the
+/// checks group a few hundred samples this way every tick.
 fn by_key_window<'a>(
     obs: &'a Indexed,
     name: &'a str,
-) -> BTreeMap<(String, String), BTreeMap<String, f64>> {
-    let mut m: BTreeMap<(String, String), BTreeMap<String, f64>> = BTreeMap::new();
+) -> BTreeMap<(&'a str, &'a str), BTreeMap<&'a str, f64>> {
+    let mut m: BTreeMap<(&str, &str), BTreeMap<&str, f64>> = BTreeMap::new();
     for s in obs.samples(name, &[]) {
         if let (Some(k), Some(w), Some(n)) = (label(s, "key"), label(s, "window"), label(s, "node"))
         {
-            m.entry((k.to_string(), w.to_string()))
-                .or_default()
-                .insert(n.to_string(), s.value);
+            m.entry((k, w)).or_default().insert(n, s.value);
         }
     }
     m
@@ -492,32 +491,32 @@ fn counter_drift(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
     let (cur, t, redis_reachable) = (x.cur, x.t, x.redis_reachable.as_str());
     let tolerance = |limit: f64| (t.drift_tolerance * limit).max(2.0);
     // A node counting locally: decisions Redis never saw. Worst key per node.
-    let mut worst: BTreeMap<String, (String, String, f64, f64)> = BTreeMap::new();
+    let mut worst: BTreeMap<&str, (&str, &str, f64, f64)> = BTreeMap::new();
     for ((key, window), per_node) in by_key_window(cur, "rl_view_local_count") {
-        let limit = x.limit_of(&key).unwrap_or(0.0);
+        let limit = x.limit_of(key).unwrap_or(0.0);
         for (node, local) in per_node {
-            if local > tolerance(limit) && worst.get(&node).is_none_or(|w| local > w.2) {
-                worst.insert(node, (key.clone(), window.clone(), local, limit));
+            if local > tolerance(limit) && worst.get(node).is_none_or(|w| local > w.2) {
+                worst.insert(node, (key, window, local, limit));
             }
         }
     }
     for (node, (key, window, local, limit)) in worst {
         let authoritative = cur
-            .sum("rl_redis_count", &[("key", &key), ("window", &window)])
+            .sum("rl_redis_count", &[("key", key), ("window", window)])
             .map_or("unknown".to_string(), |v| v.to_string());
         let name = cur
-            .component(&node)
+            .component(node)
             .and_then(|c| c.attr("node_id"))
-            .unwrap_or(&node)
+            .unwrap_or(node)
             .to_string();
         out.push(
-            def.violation(&node)
-                .component(&node)
+            def.violation(node)
+                .component(node)
                 .summary(format!("node {name} counted {local} decisions on `{key}` locally that Redis never saw (Redis has {authoritative})"))
-                .evidence(NODE, &node)
+                .evidence(NODE, node)
                 .evidence("node_id", &name)
-                .evidence(KEY, &key)
-                .evidence("window", &window)
+                .evidence(KEY, key)
+                .evidence("window", window)
                 .evidence("local_count", local)
                 .evidence("redis_count", &authoritative)
                 .evidence(LIMIT, limit)
@@ -531,7 +530,7 @@ fn counter_drift(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
         if per_node.len() < 2 {
             continue;
         }
-        let limit = x.limit_of(&key).unwrap_or(0.0);
+        let limit = x.limit_of(key).unwrap_or(0.0);
         let (min, max) = per_node
             .values()
             .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
@@ -542,8 +541,8 @@ fn counter_drift(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
         out.push(
             def.violation(&format!("key:{key}"))
                 .summary(format!("nodes disagree on `{key}`: counts {min} to {max} for the same window (tolerance {})", tolerance(limit)))
-                .evidence(KEY, &key)
-                .evidence("window", &window)
+                .evidence(KEY, key)
+                .evidence("window", window)
                 .evidence("views", views.join(","))
                 .evidence("spread", max - min)
                 .evidence(LIMIT, limit)
@@ -555,8 +554,8 @@ fn counter_drift(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
 fn ghost_allowing(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
     let cur = x.cur;
     let allowed = by_key_window(cur, "rl_view_allowed_in_window");
-    let mut worst: BTreeMap<String, (String, f64, f64, Vec<String>)> = BTreeMap::new();
-    for ((key, window), per_node) in &allowed {
+    let mut worst: BTreeMap<&str, (&str, f64, f64, Vec<String>)> = BTreeMap::new();
+    for (&(key, window), per_node) in &allowed {
         let Some(limit) = x.limit_of(key) else {
             continue;
         };
@@ -565,31 +564,27 @@ fn ghost_allowing(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
             continue;
         }
         let parts = per_node.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        worst.insert(key.clone(), (window.clone(), total, limit, parts));
+        worst.insert(key, (window, total, limit, parts));
     }
     for (key, (window, total, limit, parts)) in worst {
         // The node that allowed the most is the likeliest culprit (it counted locally).
         let top_node = allowed
-            .get(&(key.clone(), window.clone()))
-            .and_then(|m| {
-                m.iter()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map(|(n, _)| n.clone())
-            })
+            .get(&(key, window))
+            .and_then(|m| m.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(n, _)| *n))
             .unwrap_or_default();
         out.push(
-            def.violation(&key)
+            def.violation(key)
                 .summary(format!(
                     "`{key}`: {total} allowed across nodes in one window, limit {limit} ({:.0}% over)",
                     100.0 * (total - limit) / limit.max(1.0)
                 ))
-                .evidence(KEY, &key)
-                .evidence("window", &window)
+                .evidence(KEY, key)
+                .evidence("window", window)
                 .evidence("allowed_total", total)
                 .evidence(LIMIT, limit)
                 .evidence("excess", total - limit)
                 .evidence("per_node", parts.join(","))
-                .evidence(NODE, &top_node)
+                .evidence(NODE, top_node)
                 .evidence(REDIS_REACHABLE, &x.redis_reachable),
         );
     }
@@ -665,7 +660,7 @@ fn hot_key(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
             *before_of.entry((key, node, result)).or_default() += s.value;
         }
     }
-    let mut per_key: BTreeMap<String, f64> = BTreeMap::new();
+    let mut per_key: BTreeMap<&str, f64> = BTreeMap::new();
     for s in cur.samples("ratelimiter_key_decisions_total", &[]) {
         let (Some(key), Some(node), Some(result)) =
             (label(s, "key"), label(s, "node"), label(s, "result"))
@@ -678,7 +673,7 @@ fn hot_key(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
         if let Some(&before) = before_of.get(&(key, node, result))
             && s.value >= before
         {
-            *per_key.entry(key.to_string()).or_default() += s.value - before;
+            *per_key.entry(key).or_default() += s.value - before;
         }
     }
     for (key, n) in per_key {
@@ -686,12 +681,12 @@ fn hot_key(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
         if share <= t.hot_key_share {
             continue;
         }
-        let limit = x.limit_of(&key);
-        let window_ms = window_ms_of(cur, &key);
+        let limit = x.limit_of(key);
+        let window_ms = window_ms_of(cur, key);
         out.push(
-            def.violation(&key)
+            def.violation(key)
                 .summary(format!("hot key `{key}`: {:.0}% of {total} decisions since the last tick (threshold {:.0}%)", 100.0 * share, 100.0 * t.hot_key_share))
-                .evidence(KEY, &key)
+                .evidence(KEY, key)
                 .evidence("share", format!("{share:.3}"))
                 .evidence("decisions", n)
                 .evidence("total_decisions", total)
