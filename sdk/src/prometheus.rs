@@ -190,7 +190,10 @@ impl Histogram {
         let mut seen = false;
         for (n, labels, value) in samples {
             let matches = filter.iter().all(|(k, v)| {
-                labels.iter().map(&pair).any(|(lk, lv)| lk == *k && lv == *v)
+                labels
+                    .iter()
+                    .map(&pair)
+                    .any(|(lk, lv)| lk == *k && lv == *v)
             });
             if !matches {
                 continue;
