@@ -9,7 +9,8 @@
 //! - **Every call ends within its deadline**, whatever the guest or a remote does. Calls are
 //!   async (`call_async`, the async WASI linker) under a `tokio::time::timeout`, so a guest
 //!   that sleeps or blocks on an import is cut off; epoch interruption, driven by the
-//!   [`clock::DeadlineClock`] at the deadline itself, cuts off one that spins. Every import bounds its own I/O by what is left of the call's budget.
+//!   [`clock::DeadlineClock`] at the deadline itself, cuts off one that spins. Every
+//!   import bounds its own I/O by what is left of the call's budget.
 //! - **Memory is capped per instance**: the sum of every memory and table, plus low counts
 //!   of instances, memories and tables ([`state::MemoryCap`]).
 //! - **Every import has size, count and rate caps**, set in one place ([`Limits`]).
