@@ -12,9 +12,9 @@ fn main() -> std::process::ExitCode {
     set_memory_return_delay();
     // One thread: a tick's work is one sequence of awaits, and on tokio's multi-threaded
     // runtime each of its requests hopped between threads, waking one per hop. One thread
-    // cut `operator run`'s CPU per tick by an eighth (5.33 -> 4.66 ms, live rate limiter)
-    // and its threads from four to two. Blocking work (the store) is short; the compiler
-    // runs in a child process (`plugin compile`).
+    // cut `operator run`'s CPU per tick by about an eighth (`tick_cost`'s live subject) and
+    // its threads from four to two. Blocking work (the store) is short; the compiler runs
+    // in a child process (`plugin compile`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -28,14 +28,14 @@ fn main() -> std::process::ExitCode {
     runtime.block_on(run())
 }
 
-/// mimalloc gives freed pages back to the system only after a delay, and only when the
-/// thread that freed them allocates again. At its 1 s default a monitor ticking every
-/// second gave back and faulted in again the same pages on every tick: page faults and
-/// `madvise` were about 4% of `operator run`'s CPU (perf, live rate limiter), 1% at 10 s.
-/// 10 s keeps a tick's pages for the next tick and still returns what a spike (a large
-/// observation, a diagnosis) left behind; RSS after 30 ticks is about 1 MiB above giving
-/// everything back at once. The compiler's threads, which never allocate again, are
-/// not in this process: a first start compiles in a child (`plugin compile`).
+/// mimalloc gives freed pages back to the system after a delay, and only when the thread
+/// that freed them allocates again. Giving them back at once (delay 0), a monitor ticking
+/// every second returned and faulted in again the same pages on every tick: page faults
+/// and `madvise` were about 4% of `operator run`'s CPU (perf, `tick_cost`'s live subject),
+/// 1.5% at 10 s. 10 s keeps a tick's pages for the next tick and still returns what a
+/// spike (a large observation, a diagnosis) left behind; RSS after 30 ticks is about 1 MiB
+/// above giving everything back at once. The compiler's threads, which never allocate
+/// again, are not in this process: a first start compiles in a child (`plugin compile`).
 fn set_memory_return_delay() {
     // `mi_option_purge_delay` in mimalloc's v3 option enum.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

@@ -3,7 +3,7 @@
 //! A guest that spins never returns to the host, so only an epoch change can stop it. A
 //! ticker that advanced the epoch every 100 ms woke a thread ten times a second whether or
 //! not a guest was running: about a twelfth of an idle-between-ticks monitor's CPU (perf of
-//! `operator run` against the live rate limiter). Here a call arms its deadline for as
+//! `operator run` against `tick_cost`'s live subject). Here a call arms its deadline for as
 //! long as it runs; one thread sleeps until the earliest armed deadline and only then
 //! advances the epoch. Every store's epoch callback then compares its own call's deadline
 //! with the time, so a store whose call still has time goes on, and a deadline is exact
