@@ -275,8 +275,7 @@ pub async fn instantiate_raw_for_tests(bytes: &[u8], limits: Limits) -> Result<(
     let mut store = Store::new(&runtime.engine, HostState::new(Arc::new(ctx), &limits));
     store.limiter(|s| &mut s.memory);
     cut_off_at_deadline(&mut store);
-    store.data_mut().deadline = Instant::now() + limits.deadline;
-    let _armed = runtime.clock.deadlines().arm(store.data().deadline);
+    let _armed = start_deadline(&mut store, runtime.clock.deadlines(), limits.deadline);
     let instantiate = runtime.linker.instantiate_async(&mut store, &component);
     match tokio::time::timeout(limits.deadline, instantiate).await {
         Ok(Ok(_)) => Ok(()),
@@ -614,9 +613,8 @@ impl Plugin {
         );
         store.limiter(|s| &mut s.memory);
         cut_off_at_deadline(&mut store);
-        store.data_mut().deadline = Instant::now() + limits.deadline;
         let deadlines = self.runtime.clock.deadlines().clone();
-        let armed = deadlines.arm(store.data().deadline);
+        let armed = start_deadline(&mut store, &deadlines, limits.deadline);
         let instance =
             match tokio::time::timeout(limits.deadline, self.compiled.pre.instantiate(&mut store))
                 .await
@@ -723,7 +721,15 @@ fn cut_off_at_deadline(store: &mut Store<HostState>) {
             UpdateDeadline::Continue(1)
         })
     });
+}
+
+/// Starts a call's deadline, `limit` from now: the store's callback checks against it at
+/// the next epoch change, and the clock holds it armed until the returned guard drops.
+fn start_deadline(store: &mut Store<HostState>, deadlines: &Deadlines, limit: Duration) -> Armed {
+    let deadline = Instant::now() + limit;
+    store.data_mut().deadline = deadline;
     store.set_epoch_deadline(1);
+    deadlines.arm(deadline)
 }
 
 fn classify(call: &str, err: wasmtime::Error, state: &HostState, limits: &Limits) -> PluginError {
@@ -834,11 +840,12 @@ impl Session {
         }
         let data = self.store.data_mut();
         data.phase = phase;
-        data.deadline = Instant::now() + self.limits.deadline;
         data.calls = CallCounters::default();
-        let deadline = data.deadline;
-        self.store.set_epoch_deadline(1);
-        self.armed = Some(self.deadlines.arm(deadline));
+        self.armed = Some(start_deadline(
+            &mut self.store,
+            &self.deadlines,
+            self.limits.deadline,
+        ));
         Ok(())
     }
 
