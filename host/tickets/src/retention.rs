@@ -19,7 +19,7 @@
 
 use crate::row;
 use crate::tick::Policy;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// What one retention sweep removed.
@@ -37,7 +37,7 @@ pub struct PruneStats {
 
 /// Observations just older than the history window that no ticket links: the per-tick step.
 pub fn drop_unlinked_history(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     subject: &str,
     newest: i64,
     history: usize,
@@ -65,7 +65,7 @@ pub fn drop_unlinked_history(
 }
 
 pub fn sweep(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     subject: &str,
     now_ms: i64,
     policy: &Policy,
@@ -82,11 +82,7 @@ pub fn sweep(
 /// The caps, checked every tick with one lookup. Once a cap is passed, observations are
 /// deleted down to 90% of it, so the scan that picks them runs once per tenth of the cap's
 /// worth of ticks, not on every tick at the cap. Returns how many were deleted.
-pub fn enforce_caps(
-    tx: &Transaction<'_>,
-    subject: &str,
-    policy: &Policy,
-) -> rusqlite::Result<usize> {
+pub fn enforce_caps(tx: &Connection, subject: &str, policy: &Policy) -> rusqlite::Result<usize> {
     let usage: Option<(i64, i64)> = row::query_one(
         tx,
         "SELECT observations, bytes FROM observation_usage WHERE subject = ?1",
@@ -114,11 +110,7 @@ struct Caps {
     bytes: u64,
 }
 
-fn trim_resolved(
-    tx: &Transaction<'_>,
-    subject: &str,
-    resolved_before: i64,
-) -> rusqlite::Result<usize> {
+fn trim_resolved(tx: &Connection, subject: &str, resolved_before: i64) -> rusqlite::Result<usize> {
     let due: Vec<(i64, Option<i64>)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT id, opening_observation_id FROM tickets \
@@ -145,11 +137,7 @@ fn trim_resolved(
     Ok(due.len())
 }
 
-fn delete_old_resolved(
-    tx: &Transaction<'_>,
-    subject: &str,
-    keep: usize,
-) -> rusqlite::Result<usize> {
+fn delete_old_resolved(tx: &Connection, subject: &str, keep: usize) -> rusqlite::Result<usize> {
     // Events, links and diagnoses go with them (ON DELETE CASCADE); incidents that named
     // one as root lose the reference (ON DELETE SET NULL).
     row::exec(
@@ -161,7 +149,7 @@ fn delete_old_resolved(
     )
 }
 
-fn drop_unlinked(tx: &Transaction<'_>, subject: &str, history: usize) -> rusqlite::Result<usize> {
+fn drop_unlinked(tx: &Connection, subject: &str, history: usize) -> rusqlite::Result<usize> {
     row::exec(
         tx,
         "DELETE FROM observations WHERE subject = ?1 AND id < ( \
@@ -174,7 +162,7 @@ fn drop_unlinked(tx: &Transaction<'_>, subject: &str, history: usize) -> rusqlit
 /// Deletes the oldest observations until the subject is within `target`: first those no
 /// live ticket links, then the rest. The newest observation always stays.
 fn delete_oldest(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     subject: &str,
     mut count: usize,
     mut bytes: u64,

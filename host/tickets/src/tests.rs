@@ -634,3 +634,37 @@ fn events_per_ticket_are_capped_keeping_the_first() {
     assert_eq!(events[0].kind, EventKind::Opened);
     assert_eq!(events.last().unwrap().at, 500_000, "the newest stay");
 }
+
+#[test]
+fn a_tick_transaction_dropped_without_commit_rolls_back_and_the_next_one_works() {
+    let (_dir, s) = store();
+    let count = |s: &TicketStore| -> i64 {
+        s.conn
+            .query_row("SELECT COUNT(*) FROM heartbeat", [], |r| r.get(0))
+            .unwrap()
+    };
+    let insert = |s: &TicketStore, subject: &str| {
+        s.conn
+            .execute(
+                "INSERT INTO heartbeat (subject, tick, last_tick_at, duration_ms, ok, pid) \
+                 VALUES (?1, 1, 0, 0, 1, 0)",
+                [subject],
+            )
+            .unwrap();
+    };
+    {
+        let _tx = CachedImmediate::begin(&s.conn).unwrap();
+        insert(&s, "dropped");
+        assert!(!s.conn.is_autocommit());
+    }
+    assert!(s.conn.is_autocommit(), "the drop ended the transaction");
+    assert_eq!(count(&s), 0, "what the dropped transaction wrote is gone");
+    // The cached statements run again, and a commit keeps what was written.
+    for subject in ["a", "b"] {
+        let tx = CachedImmediate::begin(&s.conn).unwrap();
+        insert(&s, subject);
+        tx.commit().unwrap();
+    }
+    assert_eq!(count(&s), 2);
+    assert!(s.conn.is_autocommit());
+}

@@ -17,7 +17,7 @@ use crate::retention::{self, PruneStats};
 use crate::row;
 use crate::types::{EventKind, Resolution, Ticket, TicketKind};
 use operator_model::{Observation, ObserveError, Severity, Violation};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -214,7 +214,7 @@ struct Live {
 
 /// The state of one tick's write.
 struct TickWriter<'t, 'a> {
-    tx: &'t Transaction<'t>,
+    tx: &'t Connection,
     rec: &'t TickRecord<'a>,
     policy: Policy,
     outcome: TickOutcome,
@@ -224,7 +224,7 @@ struct TickWriter<'t, 'a> {
 
 /// Writes one tick inside `tx` (the caller commits).
 pub(crate) fn record(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     rec: &TickRecord<'_>,
     policy: Policy,
 ) -> Result<TickOutcome, StoreError> {
@@ -614,7 +614,7 @@ impl TickWriter<'_, '_> {
 }
 
 fn write_heartbeat(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     rec: &TickRecord<'_>,
     ok: bool,
     error: Option<&str>,
