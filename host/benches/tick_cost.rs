@@ -27,6 +27,12 @@
 //!    so the host's share (lowering, lifting, caps, storage) shows how it grows.
 //! 4. **Soak** (`TICK_COST_SOAK=SECONDS`): `operator run` at 1 s against the live cluster;
 //!    RSS and database size sampled every 30 s, reported with their least-squares slope.
+//!
+//! For finding where a tick's time goes, `TICK_COST_PROFILE=kept TICK_COST_ONLY=live` runs
+//! the kept-instance tick alone (so `perf record` of the process is a profile of the tick),
+//! taken apart into its steps (observe, check, fingerprint, store, history), each costed on
+//! its own. `TICK_COST_AGAINST=plugin.wasm` adds that plugin's tick beside the bundled one,
+//! the two alternating which goes first: a paired A/B of a guest change in one run.
 
 use operator::monitor::{InstancePolicy, Monitor, MonitorConfig, TickStatus, tick_on};
 use operator::runtime::imports::redis::ReplyReader;
@@ -334,6 +340,77 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The monitor's tick taken apart, each step costed on its own (`TICK_COST_PROFILE=kept`).
+struct Phases {
+    session: operator::runtime::Session,
+    store: TicketStore,
+    history: VecDeque<std::sync::Arc<operator::model::Observation>>,
+    tick: i64,
+}
+
+impl Phases {
+    const LABELS: [&str; 5] = [
+        "observe",
+        "check (retained)",
+        "fingerprint",
+        "store",
+        "history (drop oldest)",
+    ];
+
+    async fn tick(&mut self) -> [Cost; 5] {
+        let (observe, observation) = costed(self.session.observe()).await;
+        let observation = observation.unwrap().unwrap();
+        let (check, checked) = costed(async {
+            let mut window: Vec<&operator::model::Observation> =
+                self.history.iter().map(|o| &**o).collect();
+            window.push(&observation);
+            self.session.check_latest(&window).await
+        })
+        .await;
+        let violations = checked.unwrap().violations;
+        let status = TickStatus::Observed {
+            observation: std::sync::Arc::new(observation),
+            violations,
+        };
+        let (print, fp) = costed(async { operator::monitor::fingerprint(&status) }).await;
+        let TickStatus::Observed {
+            observation,
+            violations,
+        } = status
+        else {
+            unreachable!()
+        };
+        self.tick += 1;
+        let (store, _) = costed(async {
+            self.store
+                .record_tick(
+                    &operator::tickets::TickRecord {
+                        subject: "ratelimiter",
+                        tick: self.tick,
+                        at_ms: operator::now_ms(),
+                        duration: Duration::from_millis(1),
+                        result: operator::tickets::TickResult::Observed {
+                            observation: &observation,
+                            violations: &violations,
+                        },
+                        fingerprint: fp.as_deref(),
+                    },
+                    Policy::default(),
+                )
+                .unwrap()
+        })
+        .await;
+        let (history, ()) = costed(async {
+            self.history.push_back(observation);
+            while self.history.len() >= Policy::default().history.max(1) {
+                self.history.pop_front();
+            }
+        })
+        .await;
+        [observe, check, print, store, history]
+    }
+}
+
 /// Part 1: the live subject, floor and ticks side by side.
 async fn live(cluster: &Cluster, dir: &Path) {
     let rounds = env_usize("TICK_COST_ROUNDS", 30);
@@ -361,8 +438,47 @@ async fn live(cluster: &Cluster, dir: &Path) {
     // Warm-up rounds fill the history window and every connection pool; they are not
     // counted.
     let warmup = 6;
+    // TICK_COST_PROFILE=kept runs the kept-instance tick alone, so that a profile of the
+    // process is a profile of that tick; the other rows then read zero.
+    let kept_only = std::env::var("TICK_COST_PROFILE").as_deref() == Ok("kept");
+    // TICK_COST_AGAINST=plugin.wasm profiles that plugin too, side by side (a paired A/B).
+    let mut sources = vec![("", source())];
+    if let Ok(path) = std::env::var("TICK_COST_AGAINST") {
+        sources.push(("B: ", PluginSource::file(PathBuf::from(path))));
+    }
+    let mut phases = Vec::new();
+    for (i, (label, source)) in sources.into_iter().enumerate() {
+        phases.push((
+            label,
+            Phases {
+                session: build_plugin(source, &settings, Limits::default())
+                    .await
+                    .session()
+                    .await
+                    .unwrap(),
+                store: TicketStore::open(&dir.join(format!("phases-{i}.db"))).unwrap(),
+                history: VecDeque::new(),
+                tick: 0,
+            },
+            <[Row; 5]>::default(),
+        ));
+    }
     for round in 0..rounds + warmup {
         let started = Instant::now();
+        if kept_only {
+            // Whichever runs first after the idle second pays for cold caches: alternate.
+            phases.rotate_left(1);
+            for (_, phases, rows) in &mut phases {
+                let costs = phases.tick().await;
+                if round >= warmup {
+                    for (row, cost) in rows.iter_mut().zip(costs) {
+                        row.costs.push(cost);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+            continue;
+        }
         let status = tick_on(&mut recording, &history).await;
         assert!(
             matches!(status, TickStatus::Observed { .. }),
@@ -394,6 +510,23 @@ async fn live(cluster: &Cluster, dir: &Path) {
                 .push(stored_bytes(&dir.join("fresh.db"), "ratelimiter"));
         }
         tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
+    }
+    if kept_only {
+        println!("\n## 1. the kept-instance tick by phase, {rounds} rounds");
+        header();
+        phases.sort_by_key(|(prefix, ..)| *prefix);
+        for (prefix, phases, rows) in &phases {
+            for (row, label) in rows.iter().zip(Phases::LABELS) {
+                row.print(&format!("{prefix}{label}"));
+            }
+            let total: f64 = rows.iter().map(Row::cpu_mean).sum();
+            println!(
+                "{prefix}{:<25} {total:>8.2}    (instance memory after: {} KiB)",
+                "whole tick",
+                phases.session.memory_in_use() / 1024
+            );
+        }
+        return;
     }
     println!(
         "\n## 1. live rate limiter subject: 3 nodes, redis-server, 200 req/s; {rounds} rounds side by side"
