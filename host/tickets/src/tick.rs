@@ -60,7 +60,7 @@ pub struct Policy {
     pub max_live_tickets: usize,
     /// Most observations kept per subject, linked or not.
     pub max_observations: usize,
-    /// Most observation bytes (stored JSON) kept per subject. The newest observation is
+    /// Most observation bytes (as stored) kept per subject. The newest observation is
     /// always kept, so one observation larger than this is the most it is exceeded by.
     pub max_observation_bytes: u64,
     /// How long a resolved ticket keeps every observation linked to it; after that only its
