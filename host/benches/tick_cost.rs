@@ -340,7 +340,8 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The monitor's tick taken apart, each step costed on its own (`TICK_COST_PROFILE=kept`).
+/// The monitor's tick taken apart, each step costed on its own (`TICK_COST_PROFILE=kept`):
+/// the same steps, in the same order, as `Monitor::tick`.
 struct Phases {
     session: operator::runtime::Session,
     store: TicketStore,
@@ -439,11 +440,14 @@ async fn live(cluster: &Cluster, dir: &Path) {
     // counted.
     let warmup = 6;
     // TICK_COST_PROFILE=kept runs the kept-instance tick alone, so that a profile of the
-    // process is a profile of that tick; the other rows then read zero.
+    // process is a profile of that tick, and reports it by step instead of the rows below.
     let kept_only = std::env::var("TICK_COST_PROFILE").as_deref() == Ok("kept");
     // TICK_COST_AGAINST=plugin.wasm profiles that plugin too, side by side (a paired A/B).
-    let mut sources = vec![("", source())];
-    if let Ok(path) = std::env::var("TICK_COST_AGAINST") {
+    let mut sources = Vec::new();
+    if kept_only {
+        sources.push(("", source()));
+    }
+    if let Some(path) = std::env::var_os("TICK_COST_AGAINST").filter(|_| kept_only) {
         sources.push(("B: ", PluginSource::file(PathBuf::from(path))));
     }
     let mut phases = Vec::new();
