@@ -36,6 +36,31 @@ impl Sample {
             timestamp_ms,
         }
     }
+
+    /// [`Sample::into_metric`] with one more label (say, the node it was scraped from).
+    /// It goes before the first label that does not sort before it (so a scraped label of
+    /// the same name comes after it, and is the one a host that keeps the last of equal keys
+    /// keeps); labels that came sorted stay sorted, in a list allocated once.
+    pub fn into_metric_with(self, timestamp_ms: u64, extra: (&str, &str)) -> MetricSample {
+        let mut labels = Vec::with_capacity(self.labels.len() + 1);
+        let mut pending = Some(extra);
+        for (key, value) in self.labels {
+            if let Some((k, v)) = pending.filter(|(k, _)| *k <= key.as_str()) {
+                labels.push(crate::kv(k, v));
+                pending = None;
+            }
+            labels.push(Kv { key, value });
+        }
+        if let Some((k, v)) = pending {
+            labels.push(crate::kv(k, v));
+        }
+        MetricSample {
+            name: self.name,
+            labels,
+            value: self.value,
+            timestamp_ms,
+        }
+    }
 }
 
 /// A malformed exposition, with the 1-based line it was found on.
@@ -119,20 +144,7 @@ fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
         }
         s = s[eq + 1..].trim_start();
         s = s.strip_prefix('"').ok_or("label value must be quoted")?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let end = loop {
-            match chars.next() {
-                None => return Err("unterminated label value".into()),
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => return Err("unterminated escape".into()),
-                },
-                Some((_, c)) => value.push(c),
-            }
-        };
+        let (value, end) = label_value(s)?;
         labels.push((key.to_string(), value));
         s = s[end + 1..].trim_start();
         if let Some(rest) = s.strip_prefix(',') {
@@ -141,6 +153,33 @@ fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
             return Err("expected `,` or `}` after a label".into());
         }
     }
+}
+
+/// The quoted label value at the start of `s` (after its opening quote), unescaped, and
+/// the index of its closing quote. Values without a backslash, nearly all of them, are
+/// copied in one piece: building them a character at a time was most of the parse.
+fn label_value(s: &str) -> Result<(String, usize), String> {
+    let bytes = s.as_bytes();
+    match bytes.iter().position(|b| matches!(b, b'"' | b'\\')) {
+        None => return Err("unterminated label value".into()),
+        Some(i) if bytes[i] == b'"' => return Ok((s[..i].to_string(), i)),
+        Some(_) => {}
+    }
+    let mut value = String::with_capacity(s.len().min(64));
+    let mut chars = s.char_indices();
+    let end = loop {
+        match chars.next() {
+            None => return Err("unterminated label value".into()),
+            Some((i, '"')) => break i,
+            Some((_, '\\')) => match chars.next() {
+                Some((_, 'n')) => value.push('\n'),
+                Some((_, c)) => value.push(c),
+                None => return Err("unterminated escape".into()),
+            },
+            Some((_, c)) => value.push(c),
+        }
+    };
+    Ok((value, end))
 }
 
 fn parse_value(s: &str) -> Option<f64> {
@@ -375,12 +414,41 @@ lat_bucket{le="+Inf"} 7
     }
 
     #[test]
+    fn an_added_label_goes_where_it_sorts() {
+        let keys = |line: &str, extra| {
+            let s = parse(line).unwrap().remove(0).into_metric_with(7, extra);
+            assert_eq!(s.timestamp_ms, 7);
+            s.labels
+                .into_iter()
+                .map(|l| format!("{}={}", l.key, l.value))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(
+            keys("x{a=\"1\",z=\"2\"} 1", ("node", "n")),
+            "a=1,node=n,z=2"
+        );
+        assert_eq!(keys("x{a=\"1\"} 1", ("node", "n")), "a=1,node=n");
+        assert_eq!(keys("x 1", ("node", "n")), "node=n");
+        // A scraped label of the same name follows the added one.
+        assert_eq!(keys("x{node=\"s\"} 1", ("node", "n")), "node=n,node=s");
+    }
+
+    #[test]
     fn rejects_malformed_lines_with_line_numbers() {
         let err = parse("ok 1\nbroken{code=\"200\" 5\n").unwrap_err();
         assert_eq!(err.line, 2);
         let err = parse("x_total abc\n").unwrap_err();
         assert!(err.message.contains("bad value"), "{err}");
         assert!(parse("<html>oops</html>\n").is_err());
+        for (text, says) in [
+            ("x{a=\"1} 5\n", "unterminated label value"),
+            ("x{a=\"1\\\"} 5\n", "unterminated label value"),
+            ("x{a=\"1\\", "unterminated escape"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.message.contains(says), "{text:?}: {err}");
+        }
     }
 
     fn hist(counts: &[(f64, f64)]) -> Histogram {

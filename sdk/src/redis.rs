@@ -34,6 +34,15 @@ impl Value {
         }
     }
 
+    /// The reply as text, borrowed: a bulk string that is UTF-8, or a status.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Bulk(b) => std::str::from_utf8(b).ok(),
+            Value::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn as_array(&self) -> Option<&[Value]> {
         match self {
             Value::Array(a) => Some(a),
@@ -110,11 +119,18 @@ pub fn info(url: &str, section: Option<&str>) -> Result<BTreeMap<String, String>
 
 /// Parses `INFO` output into a flat `field -> value` map (section headers dropped).
 pub fn parse_info(text: &str) -> BTreeMap<String, String> {
+    info_fields(text)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `INFO` output's `field:value` lines in order, borrowed (section headers dropped): a
+/// plugin that reads a handful of the ~150 fields every tick need not copy them all.
+pub fn info_fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+        .map(|(k, v)| (k.trim(), v.trim()))
 }
 
 /// Parses an `INFO keyspace` value like `keys=12,expires=10,avg_ttl=0`.
@@ -141,5 +157,28 @@ pub fn scan(url: &str, pattern: &str, limit: usize) -> Result<Vec<String>, Error
             keys.truncate(limit);
             return Ok(keys);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn info_fields_are_read_in_place() {
+        let text = "# Server\r\nredis_version:7.0.15\r\n\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\n";
+        let fields: Vec<_> = info_fields(text).collect();
+        assert_eq!(
+            fields,
+            [
+                ("redis_version", "7.0.15"),
+                ("db0", "keys=3,expires=1,avg_ttl=0")
+            ]
+        );
+        assert_eq!(parse_info(text)["redis_version"], "7.0.15");
+        assert_eq!(parse_keyspace(fields[1].1)["expires"], 1);
+        assert_eq!(Value::Bulk(text.as_bytes().to_vec()).as_str(), Some(text));
+        assert_eq!(Value::Bulk(vec![0xff]).as_str(), None);
+        assert_eq!(Value::Int(1).as_str(), None);
     }
 }

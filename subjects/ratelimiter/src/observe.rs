@@ -103,7 +103,13 @@ impl Snapshot {
     fn metric(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.metrics.push(MetricSample {
             name: name.into(),
-            labels: labels.iter().map(|(k, v)| kv(*k, v)).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| Kv {
+                    key: (*k).to_owned(),
+                    value: (*v).to_owned(),
+                })
+                .collect(),
             value,
             timestamp_ms: self.now,
         });
@@ -195,11 +201,9 @@ impl Snapshot {
                     .into_iter()
                     .filter(|s| s.name.starts_with("ratelimiter_"))
                 {
-                    let mut m = s.into_metric(self.now);
                     // Where it sorts, so the labels stay in the host's (key) order.
-                    let at = m.labels.partition_point(|l| l.key.as_str() < "node");
-                    m.labels.insert(at, kv("node", id));
-                    self.metrics.push(m);
+                    self.metrics
+                        .push(s.into_metric_with(self.now, ("node", id)));
                 }
             }
             Err(e) => self.problem(id, format!("malformed /metrics: {e}")),
@@ -293,41 +297,47 @@ impl Snapshot {
         }
     }
 
-    /// Redis from its `INFO` and the number of config keys that exist. Returns how many
-    /// keys of db 0 have no TTL.
-    pub fn redis_info(
-        &mut self,
-        url: &str,
-        info: &BTreeMap<String, String>,
-        config_keys: i64,
-    ) -> i64 {
-        let mut attrs = vec![kv(REACHABLE, "true")];
-        for field in [
+    /// Redis from its `INFO` text and the number of config keys that exist. Returns how
+    /// many keys of db 0 have no TTL.
+    pub fn redis_info(&mut self, url: &str, info: &str, config_keys: i64) -> i64 {
+        const FIELDS: [&str; 4] = [
             "redis_version",
             "connected_clients",
             "instantaneous_ops_per_sec",
             "used_memory",
-        ] {
-            if let Some(v) = info.get(field) {
-                attrs.push(kv(field, v));
+        ];
+        // One pass over the ~150 fields, keeping the few read here, without copying the rest.
+        let mut wanted: [Option<&str>; 4] = [None; 4];
+        let mut dbs = Vec::new();
+        for (field, value) in redis::info_fields(info) {
+            if let Some(i) = FIELDS.iter().position(|f| *f == field) {
+                wanted[i] = Some(value);
+            } else if let Some(db) = field.strip_prefix("db") {
+                dbs.push((db, value));
+            }
+        }
+        let mut attrs = vec![kv(REACHABLE, "true")];
+        for (field, value) in FIELDS.iter().zip(wanted) {
+            if let Some(v) = value {
+                attrs.push(kv(*field, v));
                 if let Ok(n) = v.parse::<f64>() {
                     self.metric(&format!("redis_{field}"), &[], n);
                 }
             }
         }
+        // In the order of the map this used to be, so observations keep their shape.
+        dbs.sort_by_key(|(db, _)| *db);
         let mut persistent = 0;
-        for (field, value) in info {
-            if let Some(db) = field.strip_prefix("db") {
-                let ks = redis::parse_keyspace(value);
-                let (keys, expires) = (
-                    ks.get("keys").copied().unwrap_or(0),
-                    ks.get("expires").copied().unwrap_or(0),
-                );
-                self.metric("redis_db_keys", &[("db", db)], keys as f64);
-                self.metric("redis_db_expires", &[("db", db)], expires as f64);
-                if db == "0" {
-                    persistent = keys - expires;
-                }
+        for (db, value) in dbs {
+            let ks = redis::parse_keyspace(value);
+            let (keys, expires) = (
+                ks.get("keys").copied().unwrap_or(0),
+                ks.get("expires").copied().unwrap_or(0),
+            );
+            self.metric("redis_db_keys", &[("db", db)], keys as f64);
+            self.metric("redis_db_expires", &[("db", db)], expires as f64);
+            if db == "0" {
+                persistent = keys - expires;
             }
         }
         attrs.push(kv("persistent_keys", persistent));
@@ -527,19 +537,20 @@ fn observe_node(snap: &mut Snapshot, url: &str, reads: NodeReads, view_keys: &mu
 
 /// Reads Redis directly. Returns false when Redis could not be read at all.
 fn observe_redis(snap: &mut Snapshot, url: &str, view_keys: &ViewKeys) -> bool {
-    let info = match redis::info(url, None) {
+    let info = match redis::command(url, &["INFO"]) {
         Ok(info) => info,
         Err(e) => {
             snap.redis_failed(url, &e);
             return false;
         }
     };
+    let info = info.as_str().unwrap_or_default();
     let [limits, blocked] = keys::CONFIG_KEYS;
     let config_keys = redis::command(url, &["EXISTS", limits, blocked])
         .ok()
         .and_then(|v| v.as_int())
         .unwrap_or(0);
-    let persistent = snap.redis_info(url, &info, config_keys);
+    let persistent = snap.redis_info(url, info, config_keys);
     let redis_now = redis::command(url, &["TIME"])
         .ok()
         .and_then(|v| {

@@ -481,8 +481,7 @@ impl Sim {
             snap.node_counters(&id, &list, &mut view_keys);
         }
         if self.redis_up {
-            let info = sdk_redis::parse_info(&self.redis_info());
-            let persistent = snap.redis_info(REDIS_URL, &info, 1);
+            let persistent = snap.redis_info(REDIS_URL, &self.redis_info(), 1);
             snap.registry(self.registry(), "redis");
             for (key, windows) in &view_keys {
                 for w in windows {
