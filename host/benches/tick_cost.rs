@@ -13,6 +13,9 @@
 //!      by the sandbox), replayed from plain host code: the same GETs through a reqwest client
 //!      and the same Redis commands over one kept-alive connection. This is what the tick's I/O
 //!      costs with no sandbox, no parsing and no store;
+//!    - *same requests, sandboxed*: those requests made by `tests/guests/replay`, a guest
+//!      that makes them through the host's imports and does nothing else, on a kept
+//!      instance: what the sandbox adds to the I/O alone, before any parsing or storing;
 //!    - *tick (kept instance)*: a full monitor tick as `operator run` does it, plugin and
 //!      ticket store, on the instance kept from the last tick;
 //!    - *tick (fresh instance)*: the same with a fresh instance every tick.
@@ -412,6 +415,44 @@ impl Phases {
     }
 }
 
+/// The requests a tick made, as the script `tests/guests/replay` runs: the requests of one
+/// `send-all` as one step, each Redis command as one.
+fn replay_script(requests: &[RecordedRequest]) -> operator::model::Observation {
+    let mut steps: Vec<String> = Vec::new();
+    let mut batch_open = None;
+    for r in requests {
+        match r {
+            RecordedRequest::Http { url, batch, .. } => {
+                match steps.last_mut() {
+                    Some(step) if batch.is_some() && batch_open == Some(*batch) => {
+                        step.push('\u{1f}');
+                        step.push_str(url);
+                    }
+                    _ => steps.push(format!("H\u{1f}{url}")),
+                }
+                batch_open = Some(*batch);
+            }
+            RecordedRequest::Redis { url, args } => {
+                batch_open = None;
+                steps.push(format!("R\u{1f}{url}\u{1f}{}", args.join("\u{1f}")));
+            }
+        }
+    }
+    operator::model::Observation {
+        timestamp_ms: 0,
+        components: vec![operator::model::Component {
+            id: "script".into(),
+            kind: "script".into(),
+            address: String::new(),
+            state: operator::model::ComponentState::Up,
+            attributes: [("steps".to_string(), steps.join("\u{1e}"))].into(),
+        }],
+        metrics: vec![],
+        events: vec![],
+        problems: vec![],
+    }
+}
+
 /// Part 1: the live subject, floor and ticks side by side.
 async fn live(cluster: &Cluster, dir: &Path) {
     let rounds = env_usize("TICK_COST_ROUNDS", 30);
@@ -428,10 +469,24 @@ async fn live(cluster: &Cluster, dir: &Path) {
         &dir.join("fresh.db"),
         InstancePolicy::fresh_every_tick(),
     );
+    // The same requests through the sandbox: a guest that makes them and nothing else.
+    let mut replay = build_plugin(
+        PluginSource::file(guests::GUEST_REPLAY),
+        &settings,
+        Limits::default(),
+    )
+    .await
+    .session()
+    .await
+    .unwrap();
     let (_stop_tx, mut stop) = watch::channel(false);
     let mut floor = Floor::new();
-    let (mut floor_row, mut warm_row, mut fresh_row) =
-        (Row::default(), Row::default(), Row::default());
+    let (mut floor_row, mut replay_row, mut warm_row, mut fresh_row) = (
+        Row::default(),
+        Row::default(),
+        Row::default(),
+        Row::default(),
+    );
     let mut recording = recorder.session().await.unwrap();
     recording.record_requests(true);
     let mut requests_per_tick = (0, 0);
@@ -490,6 +545,18 @@ async fn live(cluster: &Cluster, dir: &Path) {
         );
         let requests = recording.take_requests();
         let (floor_cost, ()) = costed(floor.replay(&requests)).await;
+        // Handing the guest its script is not part of what is measured.
+        replay
+            .check_invariants(&[replay_script(&requests)])
+            .await
+            .unwrap();
+        let (replay_cost, replayed) = costed(replay.observe()).await;
+        let replayed = replayed.unwrap().unwrap();
+        let failed = &replayed.components[0].attributes["failed"];
+        assert_eq!(
+            failed, "0",
+            "the replay guest made every request: {replayed:?}"
+        );
         let warm_cost = monitor_tick(&mut warm, &mut stop).await;
         let fresh_cost = monitor_tick(&mut fresh, &mut stop).await;
         if round >= warmup {
@@ -504,6 +571,7 @@ async fn live(cluster: &Cluster, dir: &Path) {
                     .count(),
             );
             floor_row.costs.push(floor_cost);
+            replay_row.costs.push(replay_cost);
             warm_row.costs.push(warm_cost);
             warm_row
                 .stored
@@ -541,11 +609,13 @@ async fn live(cluster: &Cluster, dir: &Path) {
     );
     header();
     floor_row.print("floor (bare requests)");
+    replay_row.print("same requests, sandboxed");
     warm_row.print("tick, kept instance");
     fresh_row.print("tick, fresh instance");
     let floor_cpu = floor_row.cpu_mean();
     println!(
-        "ratio to the floor (mean CPU): kept instance {:.2}x, fresh instance {:.2}x; instances started by the kept monitor: {}",
+        "ratio to the floor (mean CPU): sandboxed requests {:.2}x, kept instance {:.2}x, fresh instance {:.2}x; instances started by the kept monitor: {}",
+        replay_row.cpu_mean() / floor_cpu,
         warm_row.cpu_mean() / floor_cpu,
         fresh_row.cpu_mean() / floor_cpu,
         warm.instances_started()

@@ -907,3 +907,75 @@ async fn a_kept_instance_checks_the_window_it_holds_as_if_it_were_sent() {
     );
     assert_eq!(kept.checks().sent, before.sent + 1);
 }
+
+/// The bench's sandboxed-I/O row rests on this guest: it makes exactly the script's
+/// requests, in order and batched as told, and counts what came back; the host's policies
+/// still apply to it (a write and an origin nobody granted fail, and the rest still run).
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_replay() {
+    use operator::model::{Component, ComponentState, Observation};
+    use operator::runtime::RecordedRequest;
+    use operator_tests::processes::Redis;
+
+    let body = r#"{"replayed":true}"#;
+    let server = JsonServer::start(body);
+    let redis = Redis::start();
+    let plugin = load(
+        guests::GUEST_REPLAY,
+        Limits::default(),
+        &[("nodes", server.url()), ("redis", redis.url())],
+    )
+    .await
+    .unwrap();
+    let mut session = plugin.session().await.unwrap();
+    let granted = format!("{}/metrics", server.url().trim_end_matches('/'));
+    let steps = [
+        format!("H\u{1f}{granted}\u{1f}http://127.0.0.1:1/never"),
+        format!("R\u{1f}{}\u{1f}EXISTS\u{1f}nothing", redis.url()),
+        format!("R\u{1f}{}\u{1f}SET\u{1f}k\u{1f}v", redis.url()),
+    ]
+    .join("\u{1e}");
+    let script = Observation {
+        timestamp_ms: 1,
+        components: vec![Component {
+            id: "script".into(),
+            kind: "script".into(),
+            address: String::new(),
+            state: ComponentState::Up,
+            attributes: [("steps".to_string(), steps)].into(),
+        }],
+        metrics: vec![],
+        events: vec![],
+        problems: vec![],
+    };
+    session.check_invariants(&[script]).await.unwrap();
+    session.record_requests(true);
+    let obs = session.observe().await.unwrap().unwrap();
+    let replay = &obs.components[0].attributes;
+    assert_eq!(replay["steps"], "3");
+    assert_eq!(
+        replay["failed"], "2",
+        "the ungranted origin and the write: {replay:?}"
+    );
+    assert_eq!(
+        replay["bytes"],
+        (body.len() + 8).to_string(),
+        "the body and one integer reply"
+    );
+    assert_eq!(server.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Only the requests the host let through are recorded, as the floor replays them.
+    assert_eq!(
+        session.take_requests(),
+        [
+            RecordedRequest::Http {
+                method: "GET".into(),
+                url: granted,
+                batch: Some(1)
+            },
+            RecordedRequest::Redis {
+                url: redis.url(),
+                args: vec!["EXISTS".into(), "nothing".into()]
+            },
+        ]
+    );
+}
