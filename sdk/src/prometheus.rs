@@ -157,7 +157,7 @@ fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
 
 /// The quoted label value at the start of `s` (after its opening quote), unescaped, and
 /// the index of its closing quote. Values without a backslash, nearly all of them, are
-/// copied in one piece: building them a character at a time was most of the parse.
+/// copied in one piece rather than built a character at a time.
 fn label_value(s: &str) -> Result<(String, usize), String> {
     let bytes = s.as_bytes();
     match bytes.iter().position(|b| matches!(b, b'"' | b'\\')) {
