@@ -4,6 +4,7 @@
 //! observations (oldest first) and the thresholds.
 
 use crate::evidence::{self, ERROR_KIND, KEY, LIMIT, MODE, NODE, REACHABLE, REDIS_REACHABLE};
+use crate::observe::KEY_DECISIONS;
 use operator_sdk::history::{Indexed, label};
 use operator_sdk::prelude::*;
 use ratelimiter_wire::{Mode, keys};
@@ -651,26 +652,23 @@ fn hot_key(def: &InvariantDef, x: &Ticks, out: &mut Vec<Violation>) {
     }
     // Per-key deltas, only where the node exported the key on both ticks: a key entering
     // the top 20 would otherwise count its whole history as this tick's traffic.
-    // The previous tick's series by (key, node, result), read once rather than per sample.
-    let mut before_of: BTreeMap<(&str, &str, &str), f64> = BTreeMap::new();
-    for s in prev.samples("ratelimiter_key_decisions_total", &[]) {
-        if let (Some(key), Some(node), Some(result)) =
-            (label(s, "key"), label(s, "node"), label(s, "result"))
-        {
-            *before_of.entry((key, node, result)).or_default() += s.value;
+    // The previous tick's series by (key, node), read once rather than per sample. The
+    // observation holds them summed over results already (see `Snapshot::node_metrics`).
+    let mut before_of: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    for s in prev.samples(KEY_DECISIONS, &[]) {
+        if let (Some(key), Some(node)) = (label(s, "key"), label(s, "node")) {
+            *before_of.entry((key, node)).or_default() += s.value;
         }
     }
     let mut per_key: BTreeMap<&str, f64> = BTreeMap::new();
-    for s in cur.samples("ratelimiter_key_decisions_total", &[]) {
-        let (Some(key), Some(node), Some(result)) =
-            (label(s, "key"), label(s, "node"), label(s, "result"))
-        else {
+    for s in cur.samples(KEY_DECISIONS, &[]) {
+        let (Some(key), Some(node)) = (label(s, "key"), label(s, "node")) else {
             continue;
         };
         if key == "_other" {
             continue;
         }
-        if let Some(&before) = before_of.get(&(key, node, result))
+        if let Some(&before) = before_of.get(&(key, node))
             && s.value >= before
         {
             *per_key.entry(key).or_default() += s.value - before;

@@ -16,6 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const KEY_WITHOUT_TTL: &str = "key without TTL";
 /// Default of the `ttl_scan_limit` setting: most keys scanned for a missing TTL per tick.
 pub const TTL_SCAN_LIMIT: usize = 1000;
+/// A node's decisions per key (its top keys, and `_other`), summed over results.
+pub const KEY_DECISIONS: &str = "ratelimiter_key_decisions_total";
+/// The node's mode as a one-hot gauge; only the series at 1 is kept.
+const MODE_GAUGE: &str = "ratelimiter_mode";
 /// Keys and windows Redis is asked about: key → window indexes.
 pub type ViewKeys = BTreeMap<String, BTreeSet<u64>>;
 
@@ -194,19 +198,42 @@ impl Snapshot {
     }
 
     /// A node's `/metrics` text: its `ratelimiter_*` samples, labelled with the node.
+    ///
+    /// Two series are cut to what they say, because every sample is paid for at each step
+    /// of every tick (lifting, holding, checking, storing) and these were a quarter of the
+    /// observation:
+    /// - [`KEY_DECISIONS`] is summed over its `result` label: the hot-key check reads a
+    ///   key's decisions whatever their result, and the per-result split doubled the series.
+    /// - [`MODE_GAUGE`], one-hot, keeps only the series of the mode the node is
+    ///   in; the zeros say nothing that one does not.
     pub fn node_metrics(&mut self, id: &str, text: &str) {
-        match prometheus::parse(text) {
-            Ok(samples) => {
-                for s in samples
-                    .into_iter()
-                    .filter(|s| s.name.starts_with("ratelimiter_"))
-                {
-                    // Where it sorts, so the labels stay in the host's (key) order.
-                    self.metrics
-                        .push(s.into_metric_with(self.now, ("node", id)));
-                }
+        let samples = match prometheus::parse(text) {
+            Ok(samples) => samples,
+            Err(e) => return self.problem(id, format!("malformed /metrics: {e}")),
+        };
+        // Each key's summed sample, by its index in `self.metrics`.
+        let mut key_total: BTreeMap<String, usize> = BTreeMap::new();
+        for mut s in samples
+            .into_iter()
+            .filter(|s| s.name.starts_with("ratelimiter_"))
+        {
+            if s.name == MODE_GAUGE && s.value == 0.0 {
+                continue;
             }
-            Err(e) => self.problem(id, format!("malformed /metrics: {e}")),
+            if s.name == KEY_DECISIONS {
+                s.labels.retain(|(k, _)| k != "result");
+                let Some(key) = s.label("key").map(str::to_owned) else {
+                    continue;
+                };
+                if let Some(&i) = key_total.get(&key) {
+                    self.metrics[i].value += s.value;
+                    continue;
+                }
+                key_total.insert(key, self.metrics.len());
+            }
+            // Where it sorts, so the labels stay in the host's (key) order.
+            self.metrics
+                .push(s.into_metric_with(self.now, ("node", id)));
         }
     }
 

@@ -566,6 +566,59 @@ fn a_healthy_cluster_is_quiet_for_many_ticks() {
     assert!(denied > 0);
 }
 
+/// The observation holds a key's decisions summed over their results, and only the mode
+/// the node is in; everything else from `/metrics` passes as scraped.
+#[test]
+fn key_decisions_are_summed_over_results_and_only_the_current_mode_is_kept() {
+    let text = "\
+# TYPE ratelimiter_key_decisions_total counter
+ratelimiter_key_decisions_total{key=\"a\",result=\"allowed\"} 7
+ratelimiter_key_decisions_total{key=\"a\",result=\"denied\"} 3
+ratelimiter_key_decisions_total{key=\"b\",result=\"allowed\"} 2
+ratelimiter_key_decisions_total{key=\"b\",result=\"denied\"} 0
+# TYPE ratelimiter_mode gauge
+ratelimiter_mode{mode=\"fail_open\"} 1
+ratelimiter_mode{mode=\"normal\"} 0
+# TYPE ratelimiter_redis_errors_total counter
+ratelimiter_redis_errors_total{kind=\"io\"} 0
+# TYPE other_total counter
+other_total 5
+";
+    let mut snap = Snapshot::new(1);
+    snap.node_metrics("n:1", text);
+    let obs = snap.finish();
+    type Flat = (String, Vec<(String, String)>, f64);
+    let got: Vec<Flat> = obs
+        .metrics
+        .iter()
+        .map(|m| {
+            let labels = m.labels.iter().map(|l| (l.key.clone(), l.value.clone()));
+            (m.name.clone(), labels.collect(), m.value)
+        })
+        .collect();
+    let sample = |name: &str, labels: &[(&str, &str)], value: f64| {
+        let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        (name.to_string(), labels.collect::<Vec<_>>(), value)
+    };
+    assert_eq!(
+        got,
+        [
+            sample(KEY_DECISIONS, &[("key", "a"), ("node", "n:1")], 10.0),
+            sample(KEY_DECISIONS, &[("key", "b"), ("node", "n:1")], 2.0),
+            sample(
+                "ratelimiter_mode",
+                &[("mode", "fail_open"), ("node", "n:1")],
+                1.0
+            ),
+            sample(
+                "ratelimiter_redis_errors_total",
+                &[("kind", "io"), ("node", "n:1")],
+                0.0
+            ),
+        ]
+    );
+}
+
 #[test]
 fn nothing_to_check_without_observations() {
     assert!(check(&[], &Thresholds::default()).is_empty());
