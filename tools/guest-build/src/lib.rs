@@ -88,8 +88,14 @@ pub fn build(packages: &[&str], watch: &[&str]) -> Vec<Guest> {
             cmd.env_remove(var);
         }
         // Plugins ship inside the host binary and get parsed on every load: no debug info.
+        // One codegen unit and fat LTO let the guest's calls into the SDK, serde and std
+        // inline: a paired A/B of the rate limiter's kept tick (60 rounds, twice) measured
+        // observe 10% and the whole tick 8% less CPU. Guests are small, so building them
+        // this way costs seconds; the host keeps the default profile.
         cmd.env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-            .env("CARGO_PROFILE_RELEASE_STRIP", "true");
+            .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+            .env("CARGO_PROFILE_RELEASE_LTO", "fat")
+            .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1");
         let status = cmd
             .status()
             .unwrap_or_else(|e| panic!("could not run cargo to build the wasm guest {p}: {e}"));
