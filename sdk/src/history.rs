@@ -99,30 +99,36 @@ impl Samples for Observation {
 /// ```
 pub struct Indexed<'a> {
     obs: &'a Observation,
-    by_name: std::collections::BTreeMap<&'a str, Vec<&'a MetricSample>>,
+    /// Each name's samples, in name order. A subject has a few dozen names, so a scan that
+    /// rejects most of them on length beats a `BTreeMap`, whose every step compared names
+    /// with the guest's byte-wise `memcmp` (5% of `operator run` in perf, mostly here).
+    by_name: Vec<(&'a str, Vec<&'a MetricSample>)>,
 }
 
 impl<'a> Indexed<'a> {
     pub fn new(obs: &'a Observation) -> Indexed<'a> {
-        let mut by_name: std::collections::BTreeMap<&str, Vec<&MetricSample>> =
-            std::collections::BTreeMap::new();
-        // Samples of one name usually come together: extend the current run without a
-        // lookup, and look the name up only where a run starts.
-        let mut run: Option<(&str, Vec<&MetricSample>)> = None;
+        let mut by_name: Vec<(&'a str, Vec<&'a MetricSample>)> = Vec::new();
+        // Samples of one name usually come together: extend the last name's samples without
+        // a lookup, and look the name up only where a run starts.
+        let mut last = usize::MAX;
         for m in &obs.metrics {
-            match &mut run {
-                Some((name, v)) if same(name, &m.name) => v.push(m),
-                _ => {
-                    if let Some((name, v)) = run.take() {
-                        by_name.entry(name).or_default().extend(v);
+            if by_name
+                .get(last)
+                .is_none_or(|(name, _)| !same(name, &m.name))
+            {
+                last = match by_name.iter().position(|(name, _)| same(name, &m.name)) {
+                    Some(i) => i,
+                    None => {
+                        by_name.push((m.name.as_str(), Vec::new()));
+                        by_name.len() - 1
                     }
-                    run = Some((m.name.as_str(), vec![m]));
-                }
+                };
             }
+            by_name[last].1.push(m);
         }
-        if let Some((name, v)) = run {
-            by_name.entry(name).or_default().extend(v);
-        }
+        // Names are distinct, so an unstable sort loses nothing; each name's samples keep
+        // the observation's order.
+        by_name.sort_unstable_by(|a, b| a.0.cmp(b.0));
         Indexed { obs, by_name }
     }
 
@@ -133,7 +139,10 @@ impl<'a> Indexed<'a> {
 
     /// Every sample named `name`.
     pub fn named(&self, name: &str) -> &[&'a MetricSample] {
-        self.by_name.get(name).map_or(&[], Vec::as_slice)
+        self.by_name
+            .iter()
+            .find(|(n, _)| same(n, name))
+            .map_or(&[], |(_, v)| v.as_slice())
     }
 }
 
@@ -160,9 +169,9 @@ impl Samples for Indexed<'_> {
 
     fn histogram(&self, name: &str, filter: &[(&str, &str)]) -> Option<Histogram> {
         // The histogram's series are `name` and the names that extend it (`_bucket`, ...).
-        let series = self
-            .by_name
-            .range(name..)
+        let from = self.by_name.partition_point(|(n, _)| *n < name);
+        let series = self.by_name[from..]
+            .iter()
             .take_while(|(n, _)| n.starts_with(name))
             .flat_map(|(_, v)| v.iter().copied());
         histogram_of(series, name, filter)
@@ -194,7 +203,74 @@ pub fn label<'a>(sample: &'a MetricSample, key: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::{Indexed, Samples, same};
+    use crate::{MetricSample, Observation, kv};
+
+    #[test]
+    fn the_index_answers_as_a_scan_of_the_observation_does() {
+        let sample = |name: &str, labels: &[(&str, &str)], value: f64| MetricSample {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| kv(*k, v)).collect(),
+            value,
+            timestamp_ms: 1,
+        };
+        // Names interleaved and coming back, as a subject's per-key views do; a histogram
+        // whose series share a prefix with another name.
+        let mut metrics = Vec::new();
+        for (i, node) in ["a", "b"].iter().enumerate() {
+            let base = i as f64 * 10.0;
+            metrics.push(sample("views", &[("node", node)], base + 1.0));
+            metrics.push(sample("views_local", &[("node", node)], base + 2.0));
+            metrics.push(sample(
+                "lat_bucket",
+                &[("le", "0.1"), ("node", node)],
+                base + 3.0,
+            ));
+            metrics.push(sample(
+                "lat_bucket",
+                &[("le", "+Inf"), ("node", node)],
+                base + 4.0,
+            ));
+            metrics.push(sample("views", &[("node", node)], base + 5.0));
+            metrics.push(sample("lat_sum", &[("node", node)], base + 0.5));
+            metrics.push(sample("lat_count", &[("node", node)], base + 4.0));
+            metrics.push(sample("latency_other", &[("node", node)], base + 6.0));
+        }
+        let obs = Observation {
+            timestamp_ms: 1,
+            components: vec![],
+            metrics,
+            events: vec![],
+            problems: vec![],
+        };
+        let idx = Indexed::new(&obs);
+        let values = |it: Box<dyn Iterator<Item = &MetricSample> + '_>| {
+            it.map(|s| s.value).collect::<Vec<_>>()
+        };
+        for name in [
+            "views",
+            "views_local",
+            "lat_bucket",
+            "lat_sum",
+            "latency_other",
+            "none",
+        ] {
+            for filter in [&[][..], &[("node", "b")][..]] {
+                assert_eq!(
+                    values(idx.samples(name, filter)),
+                    values(obs.samples(name, filter)),
+                    "{name} {filter:?}"
+                );
+            }
+        }
+        assert_eq!(values(idx.samples("views", &[])), [1.0, 5.0, 11.0, 15.0]);
+        for node in ["a", "b"] {
+            let h = idx.histogram("lat", &[("node", node)]);
+            assert!(h.is_some(), "{node}");
+            assert_eq!(h, obs.histogram("lat", &[("node", node)]), "{node}");
+        }
+        assert_eq!(idx.named("none").len(), 0);
+    }
 
     #[test]
     fn same_agrees_with_eq_at_every_length_and_position() {
