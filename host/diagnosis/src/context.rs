@@ -11,7 +11,7 @@
 //! JSON strings, clipped to [`ITEM_CAP`] characters, inside a delimited data block.
 
 use crate::record::clip;
-use operator_model::{Component, Observation, Severity, SubjectMetadata};
+use operator_model::{Component, Labels, Observation, Severity, SubjectMetadata};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -148,7 +148,7 @@ pub struct EventItem {
     pub component: String,
     pub severity: Severity,
     pub message: String,
-    pub attributes: BTreeMap<String, String>,
+    pub attributes: Labels,
     /// How many later ticks repeated the same (component, message).
     pub repeats: usize,
     #[serde(skip)]
@@ -237,7 +237,7 @@ fn write_labels<'a>(out: &mut String, labels: impl Iterator<Item = (&'a String, 
 }
 
 /// Reference of a metric series (a gauge, as sampled).
-pub fn metric_ref(name: &str, labels: &BTreeMap<String, String>) -> String {
+pub fn metric_ref(name: &str, labels: &Labels) -> String {
     let mut s = String::with_capacity(16 + name.len() + 24 * labels.len());
     s.push_str("metric:");
     s.push_str(name);

@@ -3,8 +3,10 @@
 //! observations outlive any one plugin ABI.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
+
+mod labels;
+pub use labels::Labels;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,8 +68,6 @@ impl ComponentState {
         }
     }
 }
-
-pub type Labels = BTreeMap<String, String>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Component {

@@ -8,8 +8,10 @@
 /// `crate::model::*` for the records every contract version shares.
 macro_rules! common_conversions {
     () => {
+        /// A `Kv` is laid out as a pair of strings, so this collects in place: the list the
+        /// plugin's labels were lifted into becomes the model's, with nothing allocated.
         fn labels(kvs: Vec<wit::Kv>) -> model::Labels {
-            kvs.into_iter().map(|kv| (kv.key, kv.value)).collect()
+            model::Labels::from_pairs(kvs.into_iter().map(|kv| (kv.key, kv.value)).collect())
         }
 
         fn kvs(labels: &model::Labels) -> Vec<wit::Kv> {
