@@ -232,6 +232,16 @@ mod tests {
     use super::{Indexed, Samples, same};
     use crate::{MetricSample, Observation, kv};
 
+    fn only_metrics(metrics: Vec<MetricSample>) -> Observation {
+        Observation {
+            timestamp_ms: 1,
+            components: vec![],
+            metrics,
+            events: vec![],
+            problems: vec![],
+        }
+    }
+
     #[test]
     fn the_index_answers_as_a_scan_of_the_observation_does() {
         let sample = |name: &str, labels: &[(&str, &str)], value: f64| MetricSample {
@@ -262,13 +272,7 @@ mod tests {
             metrics.push(sample("lat_count", &[("node", node)], base + 4.0));
             metrics.push(sample("latency_other", &[("node", node)], base + 6.0));
         }
-        let obs = Observation {
-            timestamp_ms: 1,
-            components: vec![],
-            metrics,
-            events: vec![],
-            problems: vec![],
-        };
+        let obs = only_metrics(metrics);
         let idx = Indexed::new(&obs);
         let values = |it: Box<dyn Iterator<Item = &MetricSample> + '_>| {
             it.map(|s| s.value).collect::<Vec<_>>()
@@ -314,13 +318,7 @@ mod tests {
                 })
             })
             .collect();
-        let obs = Observation {
-            timestamp_ms: 1,
-            components: vec![],
-            metrics,
-            events: vec![],
-            problems: vec![],
-        };
+        let obs = only_metrics(metrics);
         let idx = Indexed::new(&obs);
         for n in &names {
             let got: Vec<f64> = idx.named(n).iter().map(|s| s.value).collect();
