@@ -74,6 +74,11 @@ impl Labels {
         self.0.retain_mut(|(k, v)| keep(k, v));
     }
 
+    /// Keeps the first `len` pairs in key order.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

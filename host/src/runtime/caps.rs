@@ -11,8 +11,7 @@ pub const SOURCE: &str = "operator: plugin output";
 fn cap_labels(labels: &mut model::Labels, l: &OutputLimits, cut: &mut usize) {
     if labels.len() > l.max_attributes {
         *cut += labels.len() - l.max_attributes;
-        let keep: Vec<String> = labels.keys().take(l.max_attributes).cloned().collect();
-        labels.retain(|k, _| keep.contains(k));
+        labels.truncate(l.max_attributes);
     }
     let oversized = labels
         .iter()
@@ -241,6 +240,35 @@ mod tests {
         let p = violations(&mut v, &l).expect("reported");
         assert_eq!(v.len(), l.max_violations);
         assert!(p.message.contains("5 violations"), "{}", p.message);
+    }
+
+    #[test]
+    fn too_many_labels_keep_the_first_in_key_order() {
+        let l = Limits::default().output;
+        let labels: model::Labels = (0..l.max_attributes + 3)
+            .rev()
+            .map(|i| (format!("k{i:04}"), "v".repeat(l.max_long_string + 1)))
+            .collect();
+        let mut o = Observation {
+            timestamp_ms: 1,
+            components: vec![],
+            metrics: vec![model::MetricSample {
+                name: "m".into(),
+                labels,
+                value: 1.0,
+                timestamp_ms: 1,
+            }],
+            events: vec![],
+            problems: vec![],
+        };
+        assert!(observation(&mut o, &l));
+        let kept = &o.metrics[0].labels;
+        assert_eq!(kept.len(), l.max_attributes);
+        let want: Vec<String> = (0..l.max_attributes).map(|i| format!("k{i:04}")).collect();
+        assert_eq!(kept.keys().cloned().collect::<Vec<_>>(), want);
+        assert!(kept.values().all(|v| v.len() <= l.max_long_string));
+        let note = &o.problems.last().unwrap().message;
+        assert!(note.contains("cut"), "{note}");
     }
 
     #[test]
