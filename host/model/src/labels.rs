@@ -31,16 +31,17 @@ impl Labels {
         if pairs.windows(2).all(|w| w[0].0 < w[1].0) {
             return Labels(pairs);
         }
-        // Stable: among equal keys the original order stays, so the last one can be kept.
+        // Stable: among equal keys the original order stays, so the last one can be kept:
+        // `dedup_by` drops the later of two equal neighbours after handing it its value.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
-        for (k, v) in pairs {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = v,
-                _ => out.push((k, v)),
+        pairs.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
             }
-        }
-        Labels(out)
+            same
+        });
+        Labels(pairs)
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
