@@ -7,7 +7,7 @@
 //! (sorted by key, the last of equal keys kept). [`export_subject!`](crate::export_subject)
 //! wires this in; plugins never call it.
 
-use crate::{Kv, Observation};
+use crate::{Component, Event, Kv, MetricSample, Observation, Problem};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
@@ -42,26 +42,161 @@ fn normalize(kvs: &mut Vec<Kv>) {
     });
 }
 
-/// `o` in the host's form.
-pub fn host_form(o: &Observation) -> Observation {
-    let mut o = o.clone();
-    for c in &mut o.components {
-        normalize(&mut c.attributes);
-    }
-    for m in &mut o.metrics {
-        normalize(&mut m.labels);
-    }
-    for e in &mut o.events {
-        normalize(&mut e.attributes);
-    }
-    o
+/// Makes a value a copy of another in place, reusing the buffers it already has.
+///
+/// The window holds a copy of every observation `observe` returns, and each tick's copy
+/// replaces the oldest, which has the same shape (the same samples with new values). Copied
+/// afresh, each tick cost one allocation per string and a free per string of the copy it
+/// replaced: about a twentieth of a live tick in perf. Copied into the oldest, the strings
+/// and lists it already owns take the new bytes, and nearly nothing is allocated or freed.
+trait CopyFrom {
+    fn copy_from(&mut self, src: &Self);
 }
 
-/// After a successful `observe`: hold what was returned.
+impl CopyFrom for String {
+    fn copy_from(&mut self, src: &Self) {
+        // Reuses the buffer when it is large enough.
+        self.clone_from(src);
+    }
+}
+
+impl<T: CopyFrom + Clone> CopyFrom for Vec<T> {
+    fn copy_from(&mut self, src: &Self) {
+        self.truncate(src.len());
+        let reused = self.len();
+        for (d, s) in self.iter_mut().zip(src) {
+            d.copy_from(s);
+        }
+        self.extend_from_slice(&src[reused..]);
+    }
+}
+
+// Each record is destructured without `..`, so a field a later contract adds cannot be
+// left out of the copy: the build fails until it is listed.
+impl CopyFrom for Kv {
+    fn copy_from(&mut self, src: &Self) {
+        let Kv { key, value } = src;
+        self.key.copy_from(key);
+        self.value.copy_from(value);
+    }
+}
+
+impl CopyFrom for Component {
+    fn copy_from(&mut self, src: &Self) {
+        let Component {
+            id,
+            kind,
+            address,
+            state,
+            attributes,
+        } = src;
+        self.id.copy_from(id);
+        self.kind.copy_from(kind);
+        self.address.copy_from(address);
+        self.state = *state;
+        self.attributes.copy_from(attributes);
+    }
+}
+
+impl CopyFrom for MetricSample {
+    fn copy_from(&mut self, src: &Self) {
+        let MetricSample {
+            name,
+            labels,
+            value,
+            timestamp_ms,
+        } = src;
+        self.name.copy_from(name);
+        self.labels.copy_from(labels);
+        self.value = *value;
+        self.timestamp_ms = *timestamp_ms;
+    }
+}
+
+impl CopyFrom for Event {
+    fn copy_from(&mut self, src: &Self) {
+        let Event {
+            timestamp_ms,
+            component,
+            severity,
+            message,
+            attributes,
+        } = src;
+        self.timestamp_ms = *timestamp_ms;
+        self.component.copy_from(component);
+        self.severity = *severity;
+        self.message.copy_from(message);
+        self.attributes.copy_from(attributes);
+    }
+}
+
+impl CopyFrom for Problem {
+    fn copy_from(&mut self, src: &Self) {
+        let Problem { source, message } = src;
+        self.source.copy_from(source);
+        self.message.copy_from(message);
+    }
+}
+
+impl CopyFrom for Observation {
+    fn copy_from(&mut self, src: &Self) {
+        let Observation {
+            timestamp_ms,
+            components,
+            metrics,
+            events,
+            problems,
+        } = src;
+        self.timestamp_ms = *timestamp_ms;
+        self.components.copy_from(components);
+        self.metrics.copy_from(metrics);
+        self.events.copy_from(events);
+        self.problems.copy_from(problems);
+    }
+}
+
+fn empty() -> Observation {
+    Observation {
+        timestamp_ms: 0,
+        components: Vec::new(),
+        metrics: Vec::new(),
+        events: Vec::new(),
+        problems: Vec::new(),
+    }
+}
+
+/// Makes `held` a copy of `o` in the host's form, reusing `held`'s buffers.
+fn hold_into(held: &mut Observation, o: &Observation) {
+    held.copy_from(o);
+    for c in &mut held.components {
+        normalize(&mut c.attributes);
+    }
+    for m in &mut held.metrics {
+        normalize(&mut m.labels);
+    }
+    for e in &mut held.events {
+        normalize(&mut e.attributes);
+    }
+}
+
+/// `o` in the host's form.
+pub fn host_form(o: &Observation) -> Observation {
+    let mut held = empty();
+    hold_into(&mut held, o);
+    held
+}
+
+/// After a successful `observe`: hold what was returned, in the place of the oldest held
+/// observation when the window is full.
 #[doc(hidden)]
 pub fn observed(o: &Observation) {
-    let held = host_form(o);
     HELD.with_borrow_mut(|h| {
+        let mut held = if h.window.len() >= h.keep {
+            h.window.pop_front().unwrap_or_else(empty)
+        } else {
+            empty()
+        };
+        hold_into(&mut held, o);
         h.window.push_back(held);
         while h.window.len() > h.keep {
             h.window.pop_front();
@@ -124,6 +259,109 @@ mod tests {
             events: vec![],
             problems: vec![],
         }
+    }
+
+    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> MetricSample {
+        MetricSample {
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| kv(*k, v)).collect(),
+            value,
+            timestamp_ms: 1,
+        }
+    }
+
+    fn rich(t: u64, samples: usize, unsorted: bool) -> Observation {
+        let mut o = obs(t);
+        o.components.push(Component {
+            id: format!("c{t}"),
+            kind: "node".into(),
+            address: String::new(),
+            state: crate::ComponentState::Up,
+            attributes: vec![kv("z", t), kv("a", "x")],
+        });
+        o.metrics = (0..samples)
+            .map(|i| {
+                let i = i.to_string();
+                if unsorted {
+                    sample(
+                        "m",
+                        &[("node", "n1"), ("key", &i), ("node", "n2")],
+                        t as f64,
+                    )
+                } else {
+                    sample("m", &[("key", &i), ("node", "n1")], t as f64)
+                }
+            })
+            .collect();
+        o.events.push(Event {
+            timestamp_ms: t,
+            component: "c".into(),
+            severity: crate::Severity::Info,
+            message: format!("event {t}"),
+            attributes: vec![kv("b", 1), kv("a", 2)],
+        });
+        o.problems.push(Problem {
+            source: "s".into(),
+            message: format!("problem {t}"),
+        });
+        o
+    }
+
+    /// The host form made the plain way, from a fresh clone.
+    fn cloned_host_form(o: &Observation) -> Observation {
+        let mut o = o.clone();
+        o.components
+            .iter_mut()
+            .for_each(|c| normalize(&mut c.attributes));
+        o.metrics.iter_mut().for_each(|m| normalize(&mut m.labels));
+        o.events
+            .iter_mut()
+            .for_each(|e| normalize(&mut e.attributes));
+        o
+    }
+
+    #[test]
+    fn a_copy_into_the_oldest_is_the_host_form_whatever_shape_it_had() {
+        given(&[]);
+        // Shapes that grow, shrink, change order and carry repeated keys, each copied into a
+        // held observation of another shape.
+        let shapes = [(40, false), (3, true), (60, true), (0, false), (25, false)];
+        for round in 0..3 {
+            for (i, (samples, unsorted)) in shapes.iter().enumerate() {
+                let o = rich((round * 10 + i) as u64, *samples, *unsorted);
+                observed(&o);
+                let last = check(1, |w| w[0].clone()).expect("one held");
+                assert_eq!(
+                    format!("{last:?}"),
+                    format!("{:?}", cloned_host_form(&o)),
+                    "round {round}, shape {i}"
+                );
+                if *unsorted {
+                    assert_eq!(last.metrics[0].labels.len(), 2, "repeated key kept once");
+                    assert_eq!(last.metrics[0].labels[1].value, "n2", "the last one kept");
+                }
+            }
+        }
+        let held = check(DEFAULT_KEEP as u32, |w| w.len());
+        assert_eq!(held, Some(DEFAULT_KEEP), "the window keeps its length");
+    }
+
+    #[test]
+    fn a_full_window_reuses_the_oldest_buffers() {
+        given(&[]);
+        for t in 0..DEFAULT_KEEP as u64 {
+            observed(&rich(t, 10, false));
+        }
+        let oldest = check(DEFAULT_KEEP as u32, |w| {
+            w[0].metrics[5].labels[0].key.as_ptr()
+        })
+        .expect("a full window");
+        observed(&rich(100, 10, false));
+        let newest = check(1, |w| w[0].metrics[5].labels[0].key.as_ptr()).expect("held");
+        assert_eq!(
+            oldest, newest,
+            "the new copy lives in the oldest one's strings"
+        );
     }
 
     #[test]
