@@ -164,3 +164,16 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// The guest's allocator (feature `allocator`, on by default). A tick allocates and frees
+/// thousands of small strings in the guest, and the standard library's dlmalloc was a
+/// tenth of a live tick in perf; with talc the rate limiter's observe step takes about 5%
+/// less CPU (paired A/B). Linear memory still grows only through `memory.grow`, so the
+/// host's memory cap bounds it as before.
+#[cfg(all(
+    feature = "allocator",
+    target_family = "wasm",
+    not(target_feature = "atomics")
+))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
