@@ -21,7 +21,8 @@
 //!    - *tick (fresh instance)*: the same with a fresh instance every tick.
 //!
 //!    Per tick: process CPU (user + system, `getrusage`), wall time, heap allocations and
-//!    bytes allocated (a counting global allocator), and the bytes of the stored observation.
+//!    bytes allocated (a counting global allocator), and the bytes the tick's observation
+//!    takes when stored (the store writes it only once a ticket links it).
 //! 2. **The binary.** `operator run` itself at a 1 s interval against the same cluster, CPU
 //!    from its threads' `/proc/PID/task/*/schedstat` (ns) over 30 steady ticks and RSS
 //!    after them: its first start (a child compiles the plugin into the cache), a start
@@ -308,18 +309,6 @@ impl Floor {
     }
 }
 
-/// Bytes of the newest stored observation of `subject`.
-fn stored_bytes(db: &Path, subject: &str) -> u64 {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(
-        "SELECT length(data) FROM observations WHERE subject = ?1 ORDER BY id DESC LIMIT 1",
-        [subject],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n as u64)
-    .unwrap_or(0)
-}
-
 fn monitor(plugin: Plugin, db: &Path, instance: InstancePolicy) -> Monitor {
     let store = TicketStore::open(db).unwrap();
     let mut config = MonitorConfig::new(Duration::from_secs(1), Policy::default());
@@ -327,13 +316,18 @@ fn monitor(plugin: Plugin, db: &Path, instance: InstancePolicy) -> Monitor {
     Monitor::new(plugin, store, config)
 }
 
-async fn monitor_tick(m: &mut Monitor, stop: &mut watch::Receiver<bool>) -> Cost {
+/// One monitor tick's cost, and the bytes its observation takes when stored. (A healthy
+/// tick stores none: the store writes an observation only once a ticket links it.)
+async fn monitor_tick(m: &mut Monitor, stop: &mut watch::Receiver<bool>) -> (Cost, u64) {
     let (cost, report) = costed(m.tick(stop)).await;
     let report = report.unwrap().unwrap();
-    if let TickStatus::PluginFailed(e) = &report.status {
-        panic!("the plugin failed: {e}");
-    }
-    cost
+    let observation = match &report.status {
+        TickStatus::Observed { observation, .. } => observation,
+        TickStatus::PluginFailed(e) => panic!("the plugin failed: {e}"),
+        TickStatus::ObserveFailed(e) => panic!("the plugin could not observe: {e}"),
+    };
+    let stored = operator::tickets::stored_size(observation).unwrap() as u64;
+    (cost, stored)
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -557,8 +551,8 @@ async fn live(cluster: &Cluster, dir: &Path) {
             failed, "0",
             "the replay guest made every request: {replayed:?}"
         );
-        let warm_cost = monitor_tick(&mut warm, &mut stop).await;
-        let fresh_cost = monitor_tick(&mut fresh, &mut stop).await;
+        let (warm_cost, warm_stored) = monitor_tick(&mut warm, &mut stop).await;
+        let (fresh_cost, fresh_stored) = monitor_tick(&mut fresh, &mut stop).await;
         if round >= warmup {
             requests_per_tick = (
                 requests
@@ -573,13 +567,9 @@ async fn live(cluster: &Cluster, dir: &Path) {
             floor_row.costs.push(floor_cost);
             replay_row.costs.push(replay_cost);
             warm_row.costs.push(warm_cost);
-            warm_row
-                .stored
-                .push(stored_bytes(&dir.join("warm.db"), "ratelimiter"));
+            warm_row.stored.push(warm_stored);
             fresh_row.costs.push(fresh_cost);
-            fresh_row
-                .stored
-                .push(stored_bytes(&dir.join("fresh.db"), "ratelimiter"));
+            fresh_row.stored.push(fresh_stored);
         }
         tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
     }
@@ -747,15 +737,14 @@ async fn scale(dir: &Path) {
             ("series", "1000".to_string()),
         ];
         let plugin = build_plugin(PluginSource::file(guests::GUEST_SCALE), &settings, limits).await;
-        let name = plugin.name().to_string();
         let db = dir.join(format!("scale-{components}.db"));
         let mut m = monitor(plugin, &db, InstancePolicy::default());
         let mut row = Row::default();
         for i in 0..12 {
-            let cost = monitor_tick(&mut m, &mut stop).await;
+            let (cost, stored) = monitor_tick(&mut m, &mut stop).await;
             if i >= 4 {
                 row.costs.push(cost);
-                row.stored.push(stored_bytes(&db, &name));
+                row.stored.push(stored);
             }
         }
         row.print(&format!("{components} x 1000 series"));

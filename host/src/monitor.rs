@@ -276,7 +276,7 @@ impl Monitor {
                 observation,
                 violations,
             } => TickResult::Observed {
-                observation: observation.as_ref(),
+                observation,
                 violations,
             },
             TickStatus::ObserveFailed(e) => TickResult::ObserveFailed(e),

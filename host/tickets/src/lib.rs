@@ -1,8 +1,8 @@
 //! The ticket store (SQLite through rusqlite).
 //!
-//! Every tick is written in one transaction: the observation, ticket opens and updates,
-//! auto-resolves, retention and the heartbeat land together or not at all, so a host killed
-//! at any point loses no ticket and duplicates none (`tests::kill` proves it by SIGKILLing
+//! Every tick is written in one transaction: ticket opens and updates with the observations
+//! they link, auto-resolves, retention and the heartbeat land together or not at all, so a
+//! host killed at any point loses no ticket and duplicates none (`tests::kill` proves it by SIGKILLing
 //! a writer process). A partial unique index makes the database itself refuse a second
 //! live ticket for the same (subject, dedup key).
 //!
@@ -25,7 +25,14 @@ pub use schema::SCHEMA_VERSION;
 pub use tick::{Policy, TickOutcome, TickRecord, TickResult};
 pub use types::*;
 
+/// The bytes `observation` takes when a ticket links it and the store writes it (the
+/// stored form: postcard, deflated).
+pub fn stored_size(observation: &operator_model::Observation) -> Result<usize, StoreError> {
+    codec::encode(observation).map(|data| data.len())
+}
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,6 +87,9 @@ pub enum StoreError {
 
 pub struct TicketStore {
     conn: Connection,
+    /// Each subject's last `Policy::history` observations, which a ticket opening links
+    /// (and only then stores). See `tick::Window`.
+    windows: HashMap<String, tick::Window>,
 }
 
 impl TicketStore {
@@ -107,7 +117,10 @@ impl TicketStore {
         // its largest size.
         conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         schema::migrate(&mut conn)?;
-        Ok(TicketStore { conn })
+        Ok(TicketStore {
+            conn,
+            windows: HashMap::new(),
+        })
     }
 
     /// The tick number to use next for `subject` (continues across restarts).
@@ -128,11 +141,17 @@ impl TicketStore {
         rec: &TickRecord<'_>,
         policy: Policy,
     ) -> Result<TickOutcome, StoreError> {
+        if !self.windows.contains_key(rec.subject) {
+            self.windows
+                .insert(rec.subject.to_string(), tick::Window::new());
+        }
+        let window = self.windows.get_mut(rec.subject).expect("inserted above");
         // IMMEDIATE: take the write lock up front, so a diagnosis worker writing from
         // another connection makes this wait (busy timeout) instead of failing mid-way.
         let tx = CachedImmediate::begin(&self.conn)?;
-        let outcome = tick::record(&self.conn, rec, policy)?;
+        let (outcome, change) = tick::record(&self.conn, rec, policy, window)?;
         tx.commit()?;
+        change.apply(window, policy.history);
         Ok(outcome)
     }
 

@@ -1,7 +1,7 @@
 //! What the store keeps, bounded per subject by count and by bytes.
 //!
-//! Every tick, the observation that just left the history window is dropped unless a
-//! ticket links it (a handful of rows through the `(subject, id)` index). Every
+//! Only observations a ticket links are stored (see `tick`). Every tick, the observation
+//! that just left the history window is dropped if it was stored and no ticket links it. Every
 //! `Policy::prune_every` ticks a sweep, still inside the tick's transaction:
 //! 1. trims resolved tickets older than `resolved_keep` to their opening context (the
 //!    observations up to and including the one they opened on);
@@ -35,46 +35,32 @@ pub struct PruneStats {
     pub capped_observations: usize,
 }
 
-/// Observations just older than the history window that no ticket links: the per-tick step.
-pub fn drop_unlinked_history(
-    tx: &Connection,
-    subject: &str,
-    newest: i64,
-    history: usize,
-) -> rusqlite::Result<usize> {
-    // Only the few rows right below the window: older leftovers are the sweep's job. The
-    // ids first, then one delete each: as one `DELETE .. WHERE id IN (SELECT ..)`, SQLite
-    // built a temporary b-tree for the subquery on every tick, and its allocations were a
-    // quarter of the store's share of a tick (perf).
-    let ids: Vec<i64> = tx
-        .prepare_cached(
-            "SELECT id FROM observations WHERE subject = ?1 AND id < ?2 \
-             ORDER BY id DESC LIMIT 8 OFFSET ?3",
-        )?
-        .query_map(params![subject, newest, history as i64], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut delete = tx.prepare_cached(
+/// The per-tick step: an observation that just left the history window goes unless a
+/// ticket links it. (Only observations a ticket linked are stored, but the window's older
+/// ones go in with them and are linked only if a ticket opened then.)
+pub fn drop_if_unlinked(tx: &Connection, id: i64) -> rusqlite::Result<usize> {
+    tx.prepare_cached(
         "DELETE FROM observations WHERE id = ?1 \
          AND NOT EXISTS (SELECT 1 FROM ticket_observations t WHERE t.observation_id = ?1)",
-    )?;
-    let mut deleted = 0;
-    for id in ids {
-        deleted += delete.execute([id])?;
-    }
-    Ok(deleted)
+    )?
+    .execute([id])
 }
 
+/// `window_from`: the oldest row the subject's history window still holds (`i64::MAX` if it
+/// holds none). The window's rows are the subject's newest, and stay while a ticket opening
+/// may link them.
 pub fn sweep(
     tx: &Connection,
     subject: &str,
     now_ms: i64,
     policy: &Policy,
+    window_from: i64,
 ) -> rusqlite::Result<PruneStats> {
     let keep_ms = i64::try_from(policy.resolved_keep.as_millis()).unwrap_or(i64::MAX);
     Ok(PruneStats {
         trimmed_tickets: trim_resolved(tx, subject, now_ms.saturating_sub(keep_ms))?,
         deleted_tickets: delete_old_resolved(tx, subject, policy.max_resolved_tickets)?,
-        unlinked_observations: drop_unlinked(tx, subject, policy.history)?,
+        unlinked_observations: drop_unlinked(tx, subject, window_from)?,
         capped_observations: 0,
     })
 }
@@ -149,13 +135,14 @@ fn delete_old_resolved(tx: &Connection, subject: &str, keep: usize) -> rusqlite:
     )
 }
 
-fn drop_unlinked(tx: &Connection, subject: &str, history: usize) -> rusqlite::Result<usize> {
+/// Unlinked observations older than the window: left by trimmed or deleted tickets, or
+/// stored by an earlier run (whose window this run does not link).
+fn drop_unlinked(tx: &Connection, subject: &str, window_from: i64) -> rusqlite::Result<usize> {
     row::exec(
         tx,
-        "DELETE FROM observations WHERE subject = ?1 AND id < ( \
-           SELECT id FROM observations WHERE subject = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2) \
+        "DELETE FROM observations WHERE subject = ?1 AND id < ?2 \
          AND NOT EXISTS (SELECT 1 FROM ticket_observations t WHERE t.observation_id = observations.id)",
-        params![subject, history as i64],
+        params![subject, window_from],
     )
 }
 

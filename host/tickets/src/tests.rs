@@ -4,6 +4,7 @@ use operator_model::{Observation, Severity, Violation};
 mod kill;
 mod lifecycle;
 mod retention;
+mod window;
 
 /// Test-only hooks compiled into the store under `cfg(test)`.
 pub(crate) mod hooks {
@@ -55,6 +56,7 @@ fn tick_with(
     policy: Policy,
     fingerprint: Option<&str>,
 ) -> TickOutcome {
+    let observation = std::sync::Arc::new(observation.clone());
     store
         .record_tick(
             &TickRecord {
@@ -63,7 +65,7 @@ fn tick_with(
                 at_ms: n * 1000,
                 duration: Duration::from_millis(1),
                 result: TickResult::Observed {
-                    observation,
+                    observation: &observation,
                     violations,
                 },
                 fingerprint,

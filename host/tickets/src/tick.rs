@@ -1,15 +1,16 @@
 //! Writing one tick: the steps `record` runs inside the tick's transaction.
 //!
-//! 1. the observation (when there is one) is stored;
-//! 2. each finding (a merged violation, or the host's own failure finding) updates its live
+//! 1. each finding (a merged violation, or the host's own failure finding) updates its live
 //!    ticket or opens one, within the per-subject live-ticket cap, and links the
-//!    observation;
-//! 3. live tickets not seen this tick count a clean tick, and resolve after enough of them;
-//! 4. the subject's evidence fingerprint is stored, and diagnosed tickets whose evidence
+//!    observation. The observation is stored only then: the first time a ticket links it,
+//!    the window's observations not yet stored go in first (oldest first), then this one;
+//!    a tick nobody links stores no observation;
+//! 2. live tickets not seen this tick count a clean tick, and resolve after enough of them;
+//! 3. the subject's evidence fingerprint is stored, and diagnosed tickets whose evidence
 //!    changed go back to `open` for re-diagnosis;
-//! 5. retention: the observation that left the history window every tick, and a full sweep
-//!    every `prune_every` ticks;
-//! 6. the heartbeat.
+//! 4. retention: the observation that left the history window (if it was stored and no
+//!    ticket links it) every tick, and a full sweep every `prune_every` ticks;
+//! 5. the heartbeat.
 
 use crate::StoreError;
 use crate::limits::{self, MAX_DEDUP_KEY, MAX_ERROR, MAX_NAME, MAX_SUMMARY};
@@ -19,13 +20,15 @@ use crate::types::{EventKind, Resolution, Ticket, TicketKind};
 use operator_model::{Observation, ObserveError, Severity, Violation};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What one tick produced.
 pub enum TickResult<'a> {
     Observed {
-        observation: &'a Observation,
+        /// Shared, so that the store can hold it in the subject's window without a copy.
+        observation: &'a Arc<Observation>,
         violations: &'a [Violation],
     },
     /// The plugin ran but reports the subject could not be observed.
@@ -50,7 +53,9 @@ pub struct TickRecord<'a> {
 pub struct Policy {
     /// Consecutive clean ticks before a ticket auto-resolves.
     pub resolve_after: u32,
-    /// Observations kept before a ticket opens (and linked to it as context).
+    /// Observations kept before a ticket opens (and linked to it as context). The store
+    /// holds them in memory and writes them only when a ticket opens on them, so that a
+    /// healthy tick stores no observation.
     pub history: usize,
     /// Most observations linked to one ticket; beyond it the oldest after the opening
     /// context are dropped.
@@ -212,6 +217,49 @@ struct Live {
     opening_observation: Option<i64>,
 }
 
+/// One of a subject's last `Policy::history` observations: what a ticket opening on the
+/// next tick links as the history that led up to it.
+pub(crate) struct Slot {
+    tick: i64,
+    observation: Arc<Observation>,
+    /// Its row, once a ticket needed it stored.
+    id: Option<i64>,
+}
+
+/// A subject's window, oldest first. Storing an observation stores every one before it in
+/// the window first, so the observations not yet stored are always the newest ones (a
+/// suffix), and rows keep the order of ticks.
+///
+/// The window lives in memory and starts empty: after a restart a ticket links only what
+/// this run observed before it, as the plugin's own checks see only that history. What a
+/// host killed mid-run loses is the window's unstored observations, which no ticket links.
+pub(crate) type Window = VecDeque<Slot>;
+
+/// What a tick changes in its subject's window. It is applied only once the tick's
+/// transaction committed: after a rollback SQLite hands the same row ids out again, and a
+/// window holding them would link a later tick's rows.
+pub(crate) struct WindowChange {
+    /// Rows given to the window's unstored observations, oldest first.
+    stored: Vec<i64>,
+    /// This tick's observation, with its row if a ticket linked it.
+    pushed: Option<Slot>,
+}
+
+impl WindowChange {
+    pub(crate) fn apply(self, window: &mut Window, history: usize) {
+        let unstored = window.iter_mut().filter(|s| s.id.is_none());
+        for (slot, id) in unstored.zip(self.stored) {
+            slot.id = Some(id);
+        }
+        if let Some(slot) = self.pushed {
+            window.push_back(slot);
+            while window.len() > history {
+                window.pop_front();
+            }
+        }
+    }
+}
+
 /// The state of one tick's write.
 struct TickWriter<'t, 'a> {
     tx: &'t Connection,
@@ -220,35 +268,41 @@ struct TickWriter<'t, 'a> {
     outcome: TickOutcome,
     /// Live tickets of the subject, counted on first need and kept current.
     live_count: Option<usize>,
+    window: &'t Window,
+    /// Rows this tick gave the window's unstored observations, oldest first.
+    stored: Vec<i64>,
+    /// This tick's observation's row, once a ticket needed it.
+    current: Option<i64>,
 }
 
-/// Writes one tick inside `tx` (the caller commits).
+/// Writes one tick inside `tx` (the caller commits, then applies the window change).
 pub(crate) fn record(
     tx: &Connection,
     rec: &TickRecord<'_>,
     policy: Policy,
-) -> Result<TickOutcome, StoreError> {
+    window: &Window,
+) -> Result<(TickOutcome, WindowChange), StoreError> {
     let mut w = TickWriter {
         tx,
         rec,
         policy,
         outcome: TickOutcome::default(),
         live_count: None,
+        window,
+        stored: Vec::new(),
+        current: None,
     };
     let (ok, error) = match &rec.result {
-        TickResult::Observed {
-            observation,
-            violations,
-        } => {
-            w.observed(observation, violations)?;
+        TickResult::Observed { violations, .. } => {
+            w.observed(violations)?;
             (true, None)
         }
         TickResult::ObserveFailed(err) => {
-            w.upsert(&Finding::observe_failure(rec.subject, err), None)?;
+            w.upsert(&Finding::observe_failure(rec.subject, err), false)?;
             (false, Some(err.to_string()))
         }
         TickResult::PluginFailed { kind, message } => {
-            w.upsert(&Finding::plugin_failure(kind, message), None)?;
+            w.upsert(&Finding::plugin_failure(kind, message), false)?;
             (false, Some(message.to_string()))
         }
     };
@@ -259,16 +313,23 @@ pub(crate) fn record(
     #[cfg(test)]
     crate::tests::hooks::inside_tick_transaction();
     write_heartbeat(tx, rec, ok, error.as_deref())?;
-    Ok(w.outcome)
+    let pushed = match &rec.result {
+        TickResult::Observed { observation, .. } => Some(Slot {
+            tick: rec.tick,
+            observation: Arc::clone(observation),
+            id: w.current,
+        }),
+        _ => None,
+    };
+    let change = WindowChange {
+        stored: w.stored,
+        pushed,
+    };
+    Ok((w.outcome, change))
 }
 
 impl TickWriter<'_, '_> {
-    fn observed(
-        &mut self,
-        observation: &Observation,
-        violations: &[Violation],
-    ) -> Result<(), StoreError> {
-        let obs_id = self.insert_observation(observation)?;
+    fn observed(&mut self, violations: &[Violation]) -> Result<(), StoreError> {
         let mut seen = HashSet::new();
         let mut merged = merge(violations);
         // Past the per-tick cap, the most severe are written. The rest still count as seen,
@@ -282,11 +343,71 @@ impl TickWriter<'_, '_> {
         for v in merged {
             let finding = Finding::from_violation(v, &mut self.outcome.truncated);
             seen.insert(finding.dedup_key.to_string());
-            self.upsert(&finding, Some(obs_id))?;
+            self.upsert(&finding, true)?;
         }
         self.count_clean_ticks(&seen)?;
-        retention::drop_unlinked_history(self.tx, self.rec.subject, obs_id, self.policy.history)?;
+        // The observations this tick pushes out of the window: their rows, if they have
+        // any, go unless a ticket links them.
+        for id in self
+            .window_rows()
+            .into_iter()
+            .take(self.leaving())
+            .flatten()
+        {
+            retention::drop_if_unlinked(self.tx, id)?;
+        }
         Ok(())
+    }
+
+    /// The observations this tick pushes out of the window (their count from its front).
+    fn leaving(&self) -> usize {
+        match self.rec.result {
+            TickResult::Observed { .. } => {
+                (self.window.len() + 1).saturating_sub(self.policy.history)
+            }
+            _ => 0,
+        }
+    }
+
+    /// The stored rows the window holds after this tick, this tick's own included.
+    fn rows_kept(&self) -> impl Iterator<Item = i64> {
+        let leaving = self.leaving();
+        self.window_rows()
+            .into_iter()
+            .skip(leaving)
+            .flatten()
+            .chain(self.current)
+    }
+
+    /// The row of each observation in the window, oldest first (`None`: not stored).
+    fn window_rows(&self) -> Vec<Option<i64>> {
+        let mut stored = self.stored.iter().copied();
+        self.window
+            .iter()
+            .map(|s| s.id.or_else(|| stored.next()))
+            .collect()
+    }
+
+    /// This tick's observation's row, storing it (after the window's unstored ones) the
+    /// first time a ticket needs it.
+    fn observation_id(&mut self) -> Result<i64, StoreError> {
+        if let Some(id) = self.current {
+            return Ok(id);
+        }
+        let TickResult::Observed { observation, .. } = &self.rec.result else {
+            return Err(StoreError::Invalid(
+                "a finding linked an observation on a tick without one".into(),
+            ));
+        };
+        // Unstored slots are the window's newest: oldest first keeps rows in tick order.
+        let window = self.window;
+        for slot in window.iter().filter(|s| s.id.is_none()) {
+            let id = self.insert_observation(slot.tick, &slot.observation)?;
+            self.stored.push(id);
+        }
+        let id = self.insert_observation(self.rec.tick, observation)?;
+        self.current = Some(id);
+        Ok(id)
     }
 
     /// Retention: the full sweep on every `prune_every`-th tick, the caps on every tick.
@@ -294,7 +415,14 @@ impl TickWriter<'_, '_> {
         let (tx, rec, policy) = (self.tx, self.rec, &self.policy);
         let mut stats = None;
         if policy.prune_every > 0 && rec.tick % i64::from(policy.prune_every) == 0 {
-            stats = Some(retention::sweep(tx, rec.subject, rec.at_ms, policy)?);
+            let window_from = self.rows_kept().min().unwrap_or(i64::MAX);
+            stats = Some(retention::sweep(
+                tx,
+                rec.subject,
+                rec.at_ms,
+                policy,
+                window_from,
+            )?);
         }
         let capped = retention::enforce_caps(tx, rec.subject, policy)?;
         if capped > 0 {
@@ -306,14 +434,14 @@ impl TickWriter<'_, '_> {
         Ok(())
     }
 
-    fn insert_observation(&self, observation: &Observation) -> Result<i64, StoreError> {
+    fn insert_observation(&self, tick: i64, observation: &Observation) -> Result<i64, StoreError> {
         let data = crate::codec::encode(observation)?;
         row::exec(
             self.tx,
             "INSERT INTO observations (subject, tick, taken_at, data, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 self.rec.subject,
-                self.rec.tick,
+                tick,
                 observation.timestamp_ms as i64,
                 data,
                 data.len() as i64
@@ -322,8 +450,10 @@ impl TickWriter<'_, '_> {
         Ok(self.tx.last_insert_rowid())
     }
 
-    /// Updates the finding's live ticket, or opens one if the cap leaves room.
-    fn upsert(&mut self, f: &Finding<'_>, obs_id: Option<i64>) -> Result<(), StoreError> {
+    /// Updates the finding's live ticket, or opens one if the cap leaves room. `links`:
+    /// the ticket links this tick's observation (a violation's; the host's failure findings
+    /// come from ticks without one).
+    fn upsert(&mut self, f: &Finding<'_>, links: bool) -> Result<(), StoreError> {
         let (id, opening_observation) = match self.find_live(&f.dedup_key)? {
             Some(live) => {
                 self.update_live(&live, f)?;
@@ -334,10 +464,16 @@ impl TickWriter<'_, '_> {
                     self.outcome.over_live_cap += 1;
                     return Ok(());
                 }
+                let obs_id = if links {
+                    Some(self.observation_id()?)
+                } else {
+                    None
+                };
                 (self.open(f, obs_id)?, obs_id)
             }
         };
-        if let Some(obs_id) = obs_id {
+        if links {
+            let obs_id = self.observation_id()?;
             self.link_observation(id, obs_id, opening_observation)?;
         }
         Ok(())
@@ -450,13 +586,16 @@ impl TickWriter<'_, '_> {
         )?;
         let id = self.tx.last_insert_rowid();
         row::insert_event(self.tx, id, rec.at_ms, EventKind::Opened, &f.summary)?;
-        if let Some(obs_id) = obs_id {
-            row::exec(
-                self.tx,
+        if obs_id.is_some() {
+            // The window, stored by now. A row the caps deleted since is skipped, not an
+            // error: the `SELECT` finds nothing for it.
+            let mut link = self.tx.prepare_cached(
                 "INSERT OR IGNORE INTO ticket_observations (ticket_id, observation_id) \
-                 SELECT ?1, id FROM observations WHERE subject = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4",
-                params![id, rec.subject, obs_id, self.policy.history as i64],
+                 SELECT ?1, id FROM observations WHERE id = ?2",
             )?;
+            for row in self.window_rows().into_iter().flatten() {
+                link.execute(params![id, row])?;
+            }
         }
         if let Some(n) = self.live_count.as_mut() {
             *n += 1;

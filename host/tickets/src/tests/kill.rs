@@ -93,7 +93,7 @@ fn fingerprint(n: i64) -> String {
 
 /// Records tick `n` from its input, as the host would.
 fn record(s: &mut TicketStore, n: i64) -> TickOutcome {
-    let observation = obs(n as u64);
+    let observation = std::sync::Arc::new(obs(n as u64));
     let input = input(n);
     let result = match &input {
         Input::Observed(violations) => TickResult::Observed {

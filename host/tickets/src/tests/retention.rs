@@ -147,7 +147,14 @@ fn observations_are_capped_by_bytes_and_the_newest_always_stays() {
     assert_eq!(kept, (first..=30).collect::<Vec<_>>());
     assert!(first > 20 && kept.len() >= 2, "{kept:?}");
     // One observation over the cap by itself is still kept: it is the current state.
-    tick_with(&mut s, 31, &big_obs(31, 80_000), &[], p, None);
+    tick_with(
+        &mut s,
+        31,
+        &big_obs(31, 80_000),
+        &[v("k", Severity::Info)],
+        p,
+        None,
+    );
     assert_eq!(observation_ticks(&s), [31]);
 }
 
@@ -189,8 +196,16 @@ fn vacuum_hands_freed_pages_back_incrementally_or_with_one_full_vacuum_for_old_f
             history: 200,
             ..Policy::default()
         };
+        // A ticket links each of them, so each is stored.
         for n in 1..=60 {
-            tick_with(s, n, &big_obs(n, 20_000), &[], p, None);
+            tick_with(
+                s,
+                n,
+                &big_obs(n, 20_000),
+                &[v("k", Severity::Info)],
+                p,
+                None,
+            );
         }
         // Retention with a small cap frees most of it.
         let small = Policy {
