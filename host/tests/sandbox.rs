@@ -326,6 +326,11 @@ async fn guest_good() {
         reader.list(None, None).unwrap().is_empty(),
         "healthy: no ticket"
     );
+    let stored: i64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM observations", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 0, "a healthy tick stores no observation");
 
     server.set(
         200,
@@ -351,9 +356,12 @@ async fn guest_good() {
         "check-invariants sees the history window"
     );
     let detail = reader.detail(id).unwrap();
-    assert!(
-        detail.observations.len() >= 4,
-        "the ticket keeps the observations around it"
+    let ticks: Vec<i64> = detail.observations.iter().map(|o| o.tick).collect();
+    assert_eq!(
+        ticks,
+        (1..=6).collect::<Vec<_>>(),
+        "the ticket keeps the observations around it: the two healthy ticks before it \
+         (held by the store until it opened) and its own four"
     );
 
     server.set(
