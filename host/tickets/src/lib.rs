@@ -2,9 +2,10 @@
 //!
 //! Every tick is written in one transaction: ticket opens and updates with the observations
 //! they link, auto-resolves, retention and the heartbeat land together or not at all, so a
-//! host killed at any point loses no ticket and duplicates none (`tests::kill` proves it by SIGKILLing
-//! a writer process). A partial unique index makes the database itself refuse a second
-//! live ticket for the same (subject, dedup key).
+//! host killed at any point loses no ticket and duplicates none (`tests::kill` proves it by
+//! SIGKILLing a writer process). A partial unique index makes the database itself refuse a
+//! second live ticket for the same (subject, dedup key). Observations no ticket links are
+//! held in memory, not written (see `tick`).
 //!
 //! Modules: `tick` writes ticks, `retention` bounds what is kept, `diagnosis` runs the
 //! diagnosis lifecycle (claim under a lease, complete, fail, history), `incident` records
@@ -24,12 +25,6 @@ pub use retention::PruneStats;
 pub use schema::SCHEMA_VERSION;
 pub use tick::{Policy, TickOutcome, TickRecord, TickResult};
 pub use types::*;
-
-/// The bytes `observation` takes when a ticket links it and the store writes it (the
-/// stored form: postcard, deflated).
-pub fn stored_size(observation: &operator_model::Observation) -> Result<usize, StoreError> {
-    codec::encode(observation).map(|data| data.len())
-}
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
@@ -83,6 +78,12 @@ pub enum StoreError {
     Corrupt(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+}
+
+/// The bytes `observation` takes when a ticket links it and the store writes it (the
+/// stored form: postcard, deflated).
+pub fn stored_size(observation: &operator_model::Observation) -> Result<usize, StoreError> {
+    codec::encode(observation).map(|data| data.len())
 }
 
 pub struct TicketStore {
