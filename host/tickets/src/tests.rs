@@ -75,6 +75,28 @@ fn tick_with(
         .unwrap()
 }
 
+/// The ticks of the stored observations, in row order.
+fn observation_ticks(s: &TicketStore) -> Vec<i64> {
+    let mut stmt = s
+        .conn
+        .prepare("SELECT tick FROM observations ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// The ticks of the observations ticket `id` links.
+fn linked_ticks(s: &TicketStore, id: i64) -> Vec<i64> {
+    s.detail(id)
+        .unwrap()
+        .observations
+        .iter()
+        .map(|o| o.tick)
+        .collect()
+}
+
 /// Rows changed on this connection so far (to show that a step wrote nothing).
 fn total_changes(store: &TicketStore) -> i64 {
     store

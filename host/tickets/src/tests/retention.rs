@@ -28,26 +28,6 @@ fn big_obs(n: i64, bytes: usize) -> Observation {
     o
 }
 
-fn observation_ticks(s: &TicketStore) -> Vec<i64> {
-    let mut stmt = s
-        .conn
-        .prepare("SELECT tick FROM observations ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn linked_ticks(s: &TicketStore, id: i64) -> Vec<i64> {
-    s.detail(id)
-        .unwrap()
-        .observations
-        .iter()
-        .map(|o| o.tick)
-        .collect()
-}
-
 fn count(s: &TicketStore, sql: &str) -> i64 {
     s.conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }

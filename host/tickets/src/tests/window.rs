@@ -4,26 +4,6 @@
 use super::*;
 use std::sync::Arc;
 
-fn rows(s: &TicketStore) -> Vec<i64> {
-    let mut stmt = s
-        .conn
-        .prepare("SELECT tick FROM observations ORDER BY id")
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
-}
-
-fn linked_ticks(s: &TicketStore, id: i64) -> Vec<i64> {
-    s.detail(id)
-        .unwrap()
-        .observations
-        .iter()
-        .map(|o| o.tick)
-        .collect()
-}
-
 fn policy(history: usize) -> Policy {
     Policy {
         history,
@@ -38,7 +18,7 @@ fn a_healthy_tick_stores_no_observation() {
     for n in 1..=50 {
         tick(&mut s, n, &[], policy(5));
     }
-    assert_eq!(rows(&s), Vec::<i64>::new());
+    assert_eq!(observation_ticks(&s), Vec::<i64>::new());
     // The heartbeat is the only row a healthy tick writes (one update per tick, after the
     // first tick's insert).
     assert_eq!(total_changes(&s) - before, 50);
@@ -52,7 +32,11 @@ fn an_opening_ticket_stores_and_links_the_window_in_tick_order() {
     }
     let id = tick(&mut s, 11, &[v("k", Severity::Warning)], policy(3)).opened[0].id;
     assert_eq!(linked_ticks(&s, id), [8, 9, 10, 11]);
-    assert_eq!(rows(&s), [8, 9, 10, 11], "rows in tick order, nothing else");
+    assert_eq!(
+        observation_ticks(&s),
+        [8, 9, 10, 11],
+        "rows in tick order, nothing else"
+    );
     // Decoded, each row is that tick's observation.
     let d = s.detail(id).unwrap();
     assert!(
@@ -66,7 +50,7 @@ fn an_opening_ticket_stores_and_links_the_window_in_tick_order() {
     for n in 13..=30 {
         tick(&mut s, n, &[], policy(3));
     }
-    assert_eq!(rows(&s), [8, 9, 10, 11, 12]);
+    assert_eq!(observation_ticks(&s), [8, 9, 10, 11, 12]);
     let second = tick(&mut s, 31, &[v("other", Severity::Info)], policy(3)).opened[0].id;
     assert_eq!(linked_ticks(&s, second), [28, 29, 30, 31]);
 }
@@ -79,7 +63,7 @@ fn a_live_ticket_after_clean_ticks_keeps_rows_in_order() {
     // Clean ticks not yet enough to resolve: held in memory, not stored.
     tick(&mut s, 2, &[], p);
     tick(&mut s, 3, &[], p);
-    assert_eq!(rows(&s), [1]);
+    assert_eq!(observation_ticks(&s), [1]);
     // The ticket fires again: the unstored window goes in before this tick's observation,
     // and a ticket opening in the same tick links all of it.
     let out = tick(
@@ -89,7 +73,7 @@ fn a_live_ticket_after_clean_ticks_keeps_rows_in_order() {
         p,
     );
     assert_eq!(out.updated, 1);
-    assert_eq!(rows(&s), [1, 2, 3, 4]);
+    assert_eq!(observation_ticks(&s), [1, 2, 3, 4]);
     assert_eq!(linked_ticks(&s, out.opened[0].id), [1, 2, 3, 4]);
 }
 
@@ -153,7 +137,11 @@ fn a_rolled_back_tick_leaves_the_window_as_it_was() {
         )
         .expect_err("a corrupt live ticket fails the tick");
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
-    assert_eq!(rows(&s), [1], "the rollback took the window's rows back");
+    assert_eq!(
+        observation_ticks(&s),
+        [1],
+        "the rollback took the window's rows back"
+    );
     s.conn
         .execute(
             "UPDATE tickets SET severity = 'info' WHERE dedup_key = 'bad'",
@@ -181,7 +169,7 @@ fn a_window_row_deleted_by_the_caps_is_skipped_when_linking() {
     tick(&mut s, 2, &[v("k", Severity::Info)], p);
     tick(&mut s, 3, &[v("k", Severity::Info)], p);
     // The count cap keeps the newest rows: ticks 1 and 2, still in the window, are gone.
-    let stored = rows(&s);
+    let stored = observation_ticks(&s);
     assert!(stored.len() <= 2 && stored.contains(&3), "{stored:?}");
     let id = tick(&mut s, 4, &[v("new", Severity::Info)], p).opened[0].id;
     let linked = linked_ticks(&s, id);
