@@ -441,7 +441,7 @@ fn replay_script(requests: &[RecordedRequest]) -> operator::model::Observation {
             state: operator::model::ComponentState::Up,
             attributes: [("steps".to_string(), steps.join("\u{1e}"))].into(),
         }],
-        metrics: vec![],
+        metrics: Default::default(),
         events: vec![],
         problems: vec![],
     }

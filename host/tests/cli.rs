@@ -145,7 +145,7 @@ fn inspect_list_and_export_bundled_subjects() {
     let o = run(&["plugin", "inspect", "ratelimiter", "--output", "json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let meta: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(meta["wit_version"], "0.4.0");
+    assert_eq!(meta["wit_version"], "0.5.0");
     assert_eq!(meta["name"], "ratelimiter");
     assert!(!meta["invariants"].as_array().unwrap().is_empty());
 

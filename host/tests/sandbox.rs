@@ -145,7 +145,7 @@ async fn guest_hog() {
     let empty = operator::model::Observation {
         timestamp_ms: 1,
         components: vec![],
-        metrics: vec![],
+        metrics: Default::default(),
         events: vec![],
         problems: vec![],
     };
@@ -277,14 +277,14 @@ async fn guest_oldwit() {
     match &err {
         PluginError::IncompatibleVersion { plugin, host, .. } => {
             assert_eq!(plugin, "0.9.0");
-            assert_eq!(host, "0.1.0, 0.2.0, 0.3.0, 0.4.0");
+            assert_eq!(host, "0.1.0, 0.2.0, 0.3.0, 0.4.0, 0.5.0");
         }
         other => panic!("expected a version error, got {other}"),
     }
     let msg = err.to_string();
     assert!(
         msg.contains("operator:subject@0.9.0")
-            && msg.contains("operator:subject@{0.1.0, 0.2.0, 0.3.0, 0.4.0}"),
+            && msg.contains("operator:subject@{0.1.0, 0.2.0, 0.3.0, 0.4.0, 0.5.0}"),
         "{msg}"
     );
 }
@@ -856,6 +856,153 @@ async fn guest_v030() {
     assert!(checks.retained >= 1, "{checks:?}");
 }
 
+/// A contract 0.4 plugin (built without the SDK, which follows 0.5) loads, its
+/// `http.send-all` forwards to the newest implementation, and the metric samples it sends
+/// as a list reach the host's table (each string once, labels in key order) and go back to
+/// it as a list when the host sends the window.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_v040() {
+    let server = JsonServer::start(r#"{"ok":true}"#);
+    let plugin = load(
+        guests::GUEST_V040,
+        Limits::default(),
+        &[("target", server.url())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(plugin.wit_version(), "0.4.0");
+    let mut kept = plugin.session().await.unwrap();
+    let up = kept.observe().await.unwrap().unwrap();
+    assert_eq!(
+        server.requests.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "both requests of the send-all were made"
+    );
+    type Sample<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+    let samples: Vec<Sample> = up
+        .metrics
+        .iter()
+        .map(|m| (m.name(), m.labels().iter().collect(), m.value()))
+        .collect();
+    assert_eq!(
+        samples,
+        [
+            ("svc_up", vec![("node", "svc")], 1.0),
+            ("svc_status", vec![("code", "200"), ("node", "svc")], 1.0),
+            ("svc_answers", vec![("node", "svc")], 2.0),
+        ],
+        "labels in key order"
+    );
+    assert_eq!(
+        up.metrics.table().0.len(),
+        7,
+        "svc_up, node, svc, svc_status, code, 200, svc_answers: each held once"
+    );
+    server.set(503, "down");
+    let down = kept.observe().await.unwrap().unwrap();
+    let window = [&up, &down];
+    let held = kept.check_latest(&window).await.unwrap();
+    assert_eq!(
+        kept.checks().retained,
+        1,
+        "the kept 0.4 instance checked what it holds"
+    );
+    assert_eq!(evidence(&held.violations[0], "window_was"), "held");
+    assert_eq!(evidence(&held.violations[0], "samples"), "3");
+    let sent = plugin
+        .session()
+        .await
+        .unwrap()
+        .check_window(&window)
+        .await
+        .unwrap();
+    let v = &sent.violations[0];
+    assert_eq!(v.invariant, "V040-01");
+    assert_eq!(evidence(v, "window"), "2");
+    assert_eq!(evidence(v, "window_was"), "sent");
+    assert_eq!(evidence(v, "samples"), "3");
+    assert_eq!(
+        evidence(v, "status_labels"),
+        "code=503,node=svc",
+        "sent back as a list, in the host's form"
+    );
+}
+
+/// A contract 0.5 plugin's metric table is checked as it arrives. One that points outside
+/// itself breaks the contract: the call fails naming the index, and a new session works.
+/// One whose few strings stand for far more text than they take is cut to the text budget
+/// and says so. Labels out of key order are put in order, and the table goes back to the
+/// plugin as the host holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_table() {
+    let mode = |m: &str| [("mode", m.to_string())];
+    for (m, says) in [
+        ("bad-name", "sample 0 is named by string 2 of 2"),
+        ("bad-labels", "sample 1 has label pairs 1..2 of 1"),
+    ] {
+        let plugin = load(guests::GUEST_TABLE, Limits::default(), &mode(m))
+            .await
+            .unwrap();
+        let mut session = plugin.session().await.unwrap();
+        let err = session.observe().await.unwrap_err();
+        assert_eq!(err.kind(), "contract", "{m}: {err}");
+        assert!(err.to_string().contains(says), "{m}: {err}");
+        assert!(
+            matches!(session.observe().await, Err(PluginError::Spent)),
+            "{m}: the instance is spent"
+        );
+        assert!(
+            plugin.session().await.unwrap().metadata().await.is_ok(),
+            "{m}: a new session works"
+        );
+    }
+
+    let plugin = load(guests::GUEST_TABLE, Limits::default(), &mode("bomb"))
+        .await
+        .unwrap();
+    let o = plugin
+        .session()
+        .await
+        .unwrap()
+        .observe()
+        .await
+        .unwrap()
+        .unwrap();
+    let budget = Limits::default().output.max_metric_text_bytes;
+    let per_sample = 4 + 64 * (3 + 4_000);
+    assert_eq!(o.metrics.len(), budget / per_sample, "cut to the budget");
+    assert!(o.metrics.text_bytes() <= budget);
+    let note = &o.problems.last().expect("the cut is reported").message;
+    assert!(
+        note.contains(&format!(
+            "{} metric samples beyond the text budget",
+            50_000 - o.metrics.len()
+        )),
+        "{note}"
+    );
+
+    let plugin = load(guests::GUEST_TABLE, Limits::default(), &[])
+        .await
+        .unwrap();
+    let mut session = plugin.session().await.unwrap();
+    let o = session.observe().await.unwrap().unwrap();
+    let labels: Vec<Vec<(&str, &str)>> = o
+        .metrics
+        .iter()
+        .map(|m| m.labels().iter().collect())
+        .collect();
+    assert_eq!(
+        labels,
+        [vec![("node", "a"), ("zone", "z1")], vec![("zone", "z1")]]
+    );
+    let checked = session.check_window(&[&o]).await.unwrap();
+    assert_eq!(
+        evidence(&checked.violations[0], "samples"),
+        "up{node=a,zone=z1} up{zone=z1}",
+        "sent back as the host holds it"
+    );
+}
+
 /// What a 0.3 instance checks from the window it holds is what it would answer if the
 /// host sent that window: same observations, same label order, same violations. The
 /// scale guest returns its labels out of key order and reports the window it saw.
@@ -952,7 +1099,7 @@ async fn guest_replay() {
             state: ComponentState::Up,
             attributes: [("steps".to_string(), steps)].into(),
         }],
-        metrics: vec![],
+        metrics: Default::default(),
         events: vec![],
         problems: vec![],
     };

@@ -37,7 +37,7 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "subject",
-        path: "../wit/since_v0.4.0",
+        path: "../wit/since_v0.5.0",
         pub_export_macro: true,
         default_bindings_module: "operator_sdk::bindings",
         runtime_path: "operator_sdk::__wit_bindgen::rt",
@@ -50,6 +50,7 @@ pub mod history;
 pub mod http;
 pub mod log;
 pub mod logs;
+mod observation;
 pub mod prometheus;
 pub mod redis;
 #[doc(hidden)]
@@ -57,14 +58,21 @@ pub mod retained;
 
 pub use bindings::operator::subject::types::{
     ActionError, ActionInfo, Comparison, Component, ComponentState, Event, FailureMode,
-    InvariantInfo, Kv, MetricCheck, MetricSample, Observation, ObserveError, ParamInfo, Problem,
-    Risk, SettingInfo, SettingKind, Severity, Signal, SignalCheck, SubjectMetadata as Metadata,
-    Violation,
+    InvariantInfo, Kv, MetricCheck, ObserveError, ParamInfo, Problem, Risk, SettingInfo,
+    SettingKind, Severity, Signal, SignalCheck, SubjectMetadata as Metadata, Violation,
 };
+pub use observation::{MetricSample, Observation};
+
+/// What [`export_subject!`] needs from this crate; not for plugins.
+#[doc(hidden)]
+pub mod __export {
+    pub use crate::bindings::operator::subject::types::Observation as Wire;
+    pub use crate::observation::{from_wire, to_wire};
+}
 
 /// The WIT package version this SDK builds plugins against: the newest `wit/since_v*`
 /// folder. A host test checks that it, the folder and the host agree.
-pub const WIT_VERSION: &str = "0.4.0";
+pub const WIT_VERSION: &str = "0.5.0";
 
 /// What a subject plugin implements. Only `metadata` and `observe` are required.
 pub trait Subject {
@@ -105,16 +113,21 @@ macro_rules! export_subject {
             fn metadata() -> $crate::Metadata {
                 <$ty as $crate::Subject>::metadata()
             }
-            fn observe() -> ::core::result::Result<$crate::Observation, $crate::ObserveError> {
-                let out = <$ty as $crate::Subject>::observe();
-                if let ::core::result::Result::Ok(o) = &out {
-                    $crate::retained::observed(o);
-                }
-                out
+            fn observe(
+            ) -> ::core::result::Result<$crate::__export::Wire, $crate::ObserveError> {
+                // Sent as a table; held as built, for `check-retained`.
+                let o = <$ty as $crate::Subject>::observe()?;
+                let wire = $crate::__export::to_wire(&o);
+                $crate::retained::observed(o);
+                ::core::result::Result::Ok(wire)
             }
             fn check_invariants(
-                history: ::std::vec::Vec<$crate::Observation>,
+                history: ::std::vec::Vec<$crate::__export::Wire>,
             ) -> ::std::vec::Vec<$crate::Violation> {
+                let history: ::std::vec::Vec<$crate::Observation> = history
+                    .into_iter()
+                    .map($crate::__export::from_wire)
+                    .collect();
                 $crate::retained::given(&history);
                 <$ty as $crate::Subject>::check_invariants(&history)
             }

@@ -7,7 +7,7 @@
 //! (sorted by key, the last of equal keys kept). [`export_subject!`](crate::export_subject)
 //! wires this in; plugins never call it.
 
-use crate::{Component, Event, Kv, MetricSample, Observation, Problem};
+use crate::{Kv, Observation};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
@@ -42,162 +42,34 @@ fn normalize(kvs: &mut Vec<Kv>) {
     });
 }
 
-/// Makes a value a copy of another in place, reusing the buffers it already has.
-///
-/// The window holds a copy of every observation `observe` returns, and each tick's copy
-/// replaces the oldest, which has the same shape (the same samples with new values). Copied
-/// afresh, each tick cost one allocation per string and a free per string of the copy it
-/// replaced: about a twentieth of a live tick in perf. Copied into the oldest, the strings
-/// and lists it already owns take the new bytes, and nearly nothing is allocated or freed.
-trait CopyFrom {
-    fn copy_from(&mut self, src: &Self);
-}
-
-impl CopyFrom for String {
-    fn copy_from(&mut self, src: &Self) {
-        // Reuses the buffer when it is large enough.
-        self.clone_from(src);
-    }
-}
-
-impl<T: CopyFrom + Clone> CopyFrom for Vec<T> {
-    fn copy_from(&mut self, src: &Self) {
-        self.truncate(src.len());
-        let reused = self.len();
-        for (d, s) in self.iter_mut().zip(src) {
-            d.copy_from(s);
-        }
-        self.extend_from_slice(&src[reused..]);
-    }
-}
-
-// Each record is destructured without `..`, so a field a later contract adds cannot be
-// left out of the copy: the build fails until it is listed.
-impl CopyFrom for Kv {
-    fn copy_from(&mut self, src: &Self) {
-        let Kv { key, value } = src;
-        self.key.copy_from(key);
-        self.value.copy_from(value);
-    }
-}
-
-impl CopyFrom for Component {
-    fn copy_from(&mut self, src: &Self) {
-        let Component {
-            id,
-            kind,
-            address,
-            state,
-            attributes,
-        } = src;
-        self.id.copy_from(id);
-        self.kind.copy_from(kind);
-        self.address.copy_from(address);
-        self.state = *state;
-        self.attributes.copy_from(attributes);
-    }
-}
-
-impl CopyFrom for MetricSample {
-    fn copy_from(&mut self, src: &Self) {
-        let MetricSample {
-            name,
-            labels,
-            value,
-            timestamp_ms,
-        } = src;
-        self.name.copy_from(name);
-        self.labels.copy_from(labels);
-        self.value = *value;
-        self.timestamp_ms = *timestamp_ms;
-    }
-}
-
-impl CopyFrom for Event {
-    fn copy_from(&mut self, src: &Self) {
-        let Event {
-            timestamp_ms,
-            component,
-            severity,
-            message,
-            attributes,
-        } = src;
-        self.timestamp_ms = *timestamp_ms;
-        self.component.copy_from(component);
-        self.severity = *severity;
-        self.message.copy_from(message);
-        self.attributes.copy_from(attributes);
-    }
-}
-
-impl CopyFrom for Problem {
-    fn copy_from(&mut self, src: &Self) {
-        let Problem { source, message } = src;
-        self.source.copy_from(source);
-        self.message.copy_from(message);
-    }
-}
-
-impl CopyFrom for Observation {
-    fn copy_from(&mut self, src: &Self) {
-        let Observation {
-            timestamp_ms,
-            components,
-            metrics,
-            events,
-            problems,
-        } = src;
-        self.timestamp_ms = *timestamp_ms;
-        self.components.copy_from(components);
-        self.metrics.copy_from(metrics);
-        self.events.copy_from(events);
-        self.problems.copy_from(problems);
-    }
-}
-
-fn empty() -> Observation {
-    Observation {
-        timestamp_ms: 0,
-        components: Vec::new(),
-        metrics: Vec::new(),
-        events: Vec::new(),
-        problems: Vec::new(),
-    }
-}
-
-/// Makes `held` a copy of `o` in the host's form, reusing `held`'s buffers.
-fn hold_into(held: &mut Observation, o: &Observation) {
-    held.copy_from(o);
-    for c in &mut held.components {
+/// Puts `o` in the host's form, in place.
+fn to_host_form(o: &mut Observation) {
+    for c in &mut o.components {
         normalize(&mut c.attributes);
     }
-    for m in &mut held.metrics {
+    for m in &mut o.metrics {
         normalize(&mut m.labels);
     }
-    for e in &mut held.events {
+    for e in &mut o.events {
         normalize(&mut e.attributes);
     }
 }
 
 /// `o` in the host's form.
 pub fn host_form(o: &Observation) -> Observation {
-    let mut held = empty();
-    hold_into(&mut held, o);
+    let mut held = o.clone();
+    to_host_form(&mut held);
     held
 }
 
-/// After a successful `observe`: hold what was returned, in the place of the oldest held
-/// observation when the window is full.
+/// After a successful `observe`: hold what was built (what was sent is its table, since
+/// contract 0.5, so the observation itself is kept rather than a copy), dropping the
+/// oldest held observation when the window is full.
 #[doc(hidden)]
-pub fn observed(o: &Observation) {
+pub fn observed(mut o: Observation) {
+    to_host_form(&mut o);
     HELD.with_borrow_mut(|h| {
-        let mut held = if h.window.len() >= h.keep {
-            h.window.pop_front().unwrap_or_else(empty)
-        } else {
-            empty()
-        };
-        hold_into(&mut held, o);
-        h.window.push_back(held);
+        h.window.push_back(o);
         while h.window.len() > h.keep {
             h.window.pop_front();
         }
@@ -238,7 +110,7 @@ pub fn check<T>(count: u32, check: impl FnOnce(&[Observation]) -> T) -> Option<T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv;
+    use crate::{Component, Event, MetricSample, Problem, kv};
 
     #[test]
     fn labels_take_the_host_form() {
@@ -321,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_into_the_oldest_is_the_host_form_whatever_shape_it_had() {
+    fn what_is_held_is_the_host_form_whatever_shape_it_had() {
         given(&[]);
         // Shapes that grow, shrink, change order and carry repeated keys, each copied into a
         // held observation of another shape.
@@ -329,7 +201,7 @@ mod tests {
         for round in 0..3 {
             for (i, (samples, unsorted)) in shapes.iter().enumerate() {
                 let o = rich((round * 10 + i) as u64, *samples, *unsorted);
-                observed(&o);
+                observed(o.clone());
                 let last = check(1, |w| w[0].clone()).expect("one held");
                 assert_eq!(
                     format!("{last:?}"),
@@ -347,20 +219,23 @@ mod tests {
     }
 
     #[test]
-    fn a_full_window_reuses_the_oldest_buffers() {
+    fn what_observe_built_is_held_not_a_copy() {
         given(&[]);
         for t in 0..DEFAULT_KEEP as u64 {
-            observed(&rich(t, 10, false));
+            observed(rich(t, 10, false));
         }
-        let oldest = check(DEFAULT_KEEP as u32, |w| {
-            w[0].metrics[5].labels[0].key.as_ptr()
-        })
-        .expect("a full window");
-        observed(&rich(100, 10, false));
-        let newest = check(1, |w| w[0].metrics[5].labels[0].key.as_ptr()).expect("held");
+        let o = rich(100, 10, false);
+        let built = o.metrics[5].labels[0].key.as_ptr();
+        observed(o);
+        let held = check(1, |w| w[0].metrics[5].labels[0].key.as_ptr()).expect("held");
         assert_eq!(
-            oldest, newest,
-            "the new copy lives in the oldest one's strings"
+            built, held,
+            "the held observation owns the strings observe built"
+        );
+        assert_eq!(
+            check(DEFAULT_KEEP as u32 + 1, |w| w.len()),
+            None,
+            "the oldest made room"
         );
     }
 
@@ -373,14 +248,14 @@ mod tests {
         };
         given(&[]);
         assert_eq!(stamps(1), None);
-        observed(&obs(1));
-        observed(&obs(2));
+        observed(obs(1));
+        observed(obs(2));
         assert_eq!(stamps(2), Some(vec![1, 2]));
         assert_eq!(stamps(3), None, "holds too few");
         given(&[obs(7), obs(8), obs(9)]);
         assert_eq!(stamps(2), Some(vec![8, 9]));
         for t in 10..30 {
-            observed(&obs(t));
+            observed(obs(t));
         }
         assert_eq!(stamps(8), Some((22..30).collect()), "keeps at least 8");
     }

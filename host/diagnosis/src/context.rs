@@ -11,7 +11,7 @@
 //! JSON strings, clipped to [`ITEM_CAP`] characters, inside a delimited data block.
 
 use crate::record::clip;
-use operator_model::{Component, Labels, Observation, Severity, SubjectMetadata};
+use operator_model::{Component, Labels, Observation, SampleLabels, Severity, SubjectMetadata};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -215,7 +215,7 @@ pub(crate) fn fmt_num(n: f64) -> String {
 type Signals = BTreeMap<String, (Val, Option<String>, SignalKind)>;
 
 /// Appends `{k="v",...}` (values quoted like JSON strings).
-fn write_labels<'a>(out: &mut String, labels: impl Iterator<Item = (&'a String, &'a String)>) {
+fn write_labels<'a>(out: &mut String, labels: impl Iterator<Item = (&'a str, &'a str)>) {
     out.push('{');
     for (i, (k, v)) in labels.enumerate() {
         if i > 0 {
@@ -237,7 +237,7 @@ fn write_labels<'a>(out: &mut String, labels: impl Iterator<Item = (&'a String, 
 }
 
 /// Reference of a metric series (a gauge, as sampled).
-pub fn metric_ref(name: &str, labels: &Labels) -> String {
+pub fn metric_ref(name: &str, labels: SampleLabels<'_>) -> String {
     let mut s = String::with_capacity(16 + name.len() + 24 * labels.len());
     s.push_str("metric:");
     s.push_str(name);
@@ -267,29 +267,26 @@ type Gauges = HashMap<String, Series>;
 fn gauges(obs: &Observation) -> Gauges {
     let ids: BTreeSet<&str> = obs.components.iter().map(|c| c.id.as_str()).collect();
     let mut out: Gauges = HashMap::with_capacity(obs.metrics.len());
-    for m in &obs.metrics {
-        if m.name.ends_with("_bucket") || !m.value.is_finite() {
+    for m in obs.metrics.iter() {
+        let (name, labels, value) = (m.name(), m.labels(), m.value());
+        if name.ends_with("_bucket") || !value.is_finite() {
             continue;
         }
-        let mut key = String::with_capacity(m.name.len() + 24 * m.labels.len());
-        key.push_str(&m.name);
+        let mut key = String::with_capacity(name.len() + 24 * labels.len());
+        key.push_str(name);
         write_labels(
             &mut key,
-            m.labels.iter().filter(|(_, v)| v.parse::<i64>().is_err()),
+            labels.iter().filter(|(_, v)| v.parse::<i64>().is_err()),
         );
         match out.get_mut(&key) {
-            Some(s) => s.value = s.value.max(m.value),
+            Some(s) => s.value = s.value.max(value),
             None => {
-                let component = m
-                    .labels
-                    .values()
-                    .find(|v| ids.contains(v.as_str()))
-                    .cloned();
+                let component = labels.values().find(|v| ids.contains(v)).map(str::to_owned);
                 out.insert(
                     key,
                     Series {
-                        value: m.value,
-                        name_len: m.name.len(),
+                        value,
+                        name_len: name.len(),
                         component,
                     },
                 );
@@ -470,10 +467,10 @@ impl Context {
             }
             // Raw series are not listed in `refs` (thousands per point): `has_ref` looks
             // them up in the history when a backend cites one.
-            for m in &p.observation.metrics {
-                for v in m.labels.values() {
+            for m in p.observation.metrics.iter() {
+                for v in m.labels().values() {
                     if !mentions.contains(v) {
-                        mentions.insert(v.clone());
+                        mentions.insert(v.to_owned());
                     }
                 }
             }
@@ -944,7 +941,7 @@ impl Context {
                     p.observation
                         .metrics
                         .iter()
-                        .any(|m| metric_ref(&m.name, &m.labels) == reference)
+                        .any(|m| metric_ref(m.name(), m.labels()) == reference)
                 })
     }
 

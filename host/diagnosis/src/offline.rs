@@ -198,17 +198,21 @@ fn find(ctx: &Context, signal: &Signal) -> Option<SignalMatch> {
             cur.observation
                 .metrics
                 .iter()
-                .filter(|s| &s.name == name)
-                .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+                .filter(|s| s.name() == name)
+                .filter(|s| {
+                    labels
+                        .iter()
+                        .all(|(k, v)| s.labels().get(k) == Some(v.as_str()))
+                })
                 .find(|s| match comparison {
-                    Comparison::Greater => s.value > *threshold,
-                    Comparison::Less => s.value < *threshold,
-                    Comparison::Equal => (s.value - threshold).abs() < 1e-9,
+                    Comparison::Greater => s.value() > *threshold,
+                    Comparison::Less => s.value() < *threshold,
+                    Comparison::Equal => (s.value() - threshold).abs() < 1e-9,
                 })
                 .map(|s| {
                     m(
-                        metric_ref(&s.name, &s.labels),
-                        fmt_num(s.value),
+                        metric_ref(s.name(), s.labels()),
+                        fmt_num(s.value()),
                         EvidenceSource::Metric,
                         None,
                     )

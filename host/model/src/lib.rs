@@ -6,7 +6,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 mod labels;
+mod metrics;
 pub use labels::Labels;
+pub use metrics::{
+    MetricCaps, MetricCuts, Metrics, MetricsBuilder, Packed, Sample, SampleLabels, TableError,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,7 +109,7 @@ pub struct Problem {
 pub struct Observation {
     pub timestamp_ms: u64,
     pub components: Vec<Component>,
-    pub metrics: Vec<MetricSample>,
+    pub metrics: Metrics,
     pub events: Vec<Event>,
     pub problems: Vec<Problem>,
 }

@@ -59,11 +59,8 @@ pub async fn observe(args: ObserveArgs) -> Result<()> {
             attrs.join(" ")
         );
     }
-    let names: std::collections::BTreeSet<&str> = observation
-        .metrics
-        .iter()
-        .map(|m| m.name.as_str())
-        .collect();
+    let names: std::collections::BTreeSet<&str> =
+        observation.metrics.iter().map(|m| m.name()).collect();
     println!(
         "metrics: {} samples of {} names",
         observation.metrics.len(),

@@ -55,12 +55,28 @@ pub fn observation(o: &mut Observation, l: &OutputLimits) -> bool {
         "components",
         &mut notes,
     );
-    cap_list(
-        &mut o.metrics,
-        l.max_metric_samples,
-        "metric samples",
-        &mut notes,
+    let metric_cuts = o.metrics.cap(
+        &model::MetricCaps {
+            max_samples: l.max_metric_samples,
+            max_labels: l.max_attributes,
+            max_short: l.max_short_string,
+            max_long: l.max_long_string,
+            max_text_bytes: l.max_metric_text_bytes,
+        },
+        truncate,
     );
+    if metric_cuts.samples > 0 {
+        notes.push(format!(
+            "{} metric samples beyond the cap of {}",
+            metric_cuts.samples, l.max_metric_samples
+        ));
+    }
+    if metric_cuts.over_budget > 0 {
+        notes.push(format!(
+            "{} metric samples beyond the text budget of {} bytes (names and labels written out)",
+            metric_cuts.over_budget, l.max_metric_text_bytes
+        ));
+    }
     cap_list(&mut o.events, l.max_events, "events", &mut notes);
     // One slot is kept for the host's own note.
     cap_list(
@@ -76,10 +92,7 @@ pub fn observation(o: &mut Observation, l: &OutputLimits) -> bool {
         long(&mut c.address, l, &mut cut);
         cap_labels(&mut c.attributes, l, &mut cut);
     }
-    for m in &mut o.metrics {
-        short(&mut m.name, l, &mut cut);
-        cap_labels(&mut m.labels, l, &mut cut);
-    }
+    cut += metric_cuts.strings;
     for e in &mut o.events {
         short(&mut e.component, l, &mut cut);
         long(&mut e.message, l, &mut cut);
@@ -257,15 +270,16 @@ mod tests {
                 labels,
                 value: 1.0,
                 timestamp_ms: 1,
-            }],
+            }]
+            .into(),
             events: vec![],
             problems: vec![],
         };
         assert!(observation(&mut o, &l));
-        let kept = &o.metrics[0].labels;
+        let kept = o.metrics.get(0).unwrap().labels();
         assert_eq!(kept.len(), l.max_attributes);
         let want: Vec<String> = (0..l.max_attributes).map(|i| format!("k{i:04}")).collect();
-        assert_eq!(kept.keys().cloned().collect::<Vec<_>>(), want);
+        assert_eq!(kept.iter().map(|(k, _)| k).collect::<Vec<_>>(), want);
         assert!(kept.values().all(|v| v.len() <= l.max_long_string));
         let note = &o.problems.last().unwrap().message;
         assert!(note.contains("cut"), "{note}");
@@ -277,7 +291,7 @@ mod tests {
         let mut o = Observation {
             timestamp_ms: 1,
             components: vec![],
-            metrics: vec![],
+            metrics: Default::default(),
             events: vec![],
             problems: vec![],
         };

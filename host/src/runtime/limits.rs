@@ -94,6 +94,12 @@ pub struct OutputLimits {
     pub max_short_string: usize,
     /// Summaries, messages, descriptions, evidence values.
     pub max_long_string: usize,
+    /// Most bytes an observation's metric samples may take written out (names, keys and
+    /// values at every use). Since contract 0.5 a plugin sends each string once and the
+    /// samples as indexes, so a few long strings can stand for far more text than the
+    /// plugin's memory held; this keeps what the store writes and the diagnosis reads to
+    /// what a list of strings in that memory could have been.
+    pub max_metric_text_bytes: usize,
 }
 
 impl Default for Limits {
@@ -142,6 +148,7 @@ impl Default for Limits {
                 max_evidence: 64,
                 max_short_string: 256,
                 max_long_string: 4 * KIB,
+                max_metric_text_bytes: 64 * MIB,
             },
         }
     }

@@ -98,6 +98,10 @@ pub enum PluginError {
     },
     #[error("`{call}` trapped: {message}")]
     Trap { call: String, message: String },
+    /// The plugin returned something the contract rules out (a metric table pointing
+    /// outside itself).
+    #[error("`{call}` broke the contract: {message}")]
+    Contract { call: String, message: String },
     #[error("this plugin instance failed earlier and cannot be called again; start a new session")]
     Spent,
     #[error("`{action}` is not an action of {subject} (actions: {known})")]
@@ -121,6 +125,7 @@ impl PluginError {
             PluginError::Deadline { .. } => "deadline",
             PluginError::Memory { .. } => "memory",
             PluginError::Trap { .. } | PluginError::Spent => "trap",
+            PluginError::Contract { .. } => "contract",
             _ => "load",
         }
     }
@@ -745,6 +750,14 @@ fn classify(call: &str, err: wasmtime::Error, state: &HostState, limits: &Limits
         return PluginError::Deadline {
             call: call.to_string(),
             limit: limits.deadline,
+        };
+    }
+    if let Some(e) = err.downcast_ref::<model::TableError>() {
+        let mut message = e.to_string();
+        limits::truncate(&mut message, limits.output.max_long_string);
+        return PluginError::Contract {
+            call: call.to_string(),
+            message,
         };
     }
     let stderr = state.stderr_text();

@@ -10,7 +10,7 @@ use wasmtime::component::Component;
 const EXPORT_PREFIX: &str = "operator:subject/plugin";
 
 /// The newest contract version this host implements.
-pub const HOST_WIT_VERSION: &str = "0.4.0";
+pub const HOST_WIT_VERSION: &str = "0.5.0";
 
 /// Every version this host loads, for messages.
 pub fn supported() -> String {

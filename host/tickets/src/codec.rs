@@ -154,7 +154,7 @@ mod tests {
         let o = Observation {
             timestamp_ms: 7,
             components: vec![],
-            metrics: vec![],
+            metrics: Default::default(),
             events: vec![],
             problems: vec![],
         };

@@ -27,7 +27,7 @@ fn obs(ts: u64) -> Observation {
     Observation {
         timestamp_ms: ts,
         components: vec![],
-        metrics: vec![],
+        metrics: Default::default(),
         events: vec![],
         problems: vec![],
     }

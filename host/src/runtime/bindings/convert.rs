@@ -70,100 +70,70 @@ macro_rules! common_conversions {
             }
         }
 
-        impl From<wit::Observation> for model::Observation {
-            fn from(o: wit::Observation) -> Self {
-                model::Observation {
-                    timestamp_ms: o.timestamp_ms,
-                    components: o
-                        .components
-                        .into_iter()
-                        .map(|c| model::Component {
-                            id: c.id,
-                            kind: c.kind,
-                            address: c.address,
-                            state: c.state.into(),
-                            attributes: labels(c.attributes),
-                        })
-                        .collect(),
-                    metrics: o
-                        .metrics
-                        .into_iter()
-                        .map(|m| model::MetricSample {
-                            name: m.name,
-                            labels: labels(m.labels),
-                            value: m.value,
-                            timestamp_ms: m.timestamp_ms,
-                        })
-                        .collect(),
-                    events: o
-                        .events
-                        .into_iter()
-                        .map(|e| model::Event {
-                            timestamp_ms: e.timestamp_ms,
-                            component: e.component,
-                            severity: e.severity.into(),
-                            message: e.message,
-                            attributes: labels(e.attributes),
-                        })
-                        .collect(),
-                    problems: o
-                        .problems
-                        .into_iter()
-                        .map(|p| model::Problem {
-                            source: p.source,
-                            message: p.message,
-                        })
-                        .collect(),
-                }
-            }
+        fn components(v: Vec<wit::Component>) -> Vec<model::Component> {
+            v.into_iter()
+                .map(|c| model::Component {
+                    id: c.id,
+                    kind: c.kind,
+                    address: c.address,
+                    state: c.state.into(),
+                    attributes: labels(c.attributes),
+                })
+                .collect()
         }
 
-        impl From<&model::Observation> for wit::Observation {
-            fn from(o: &model::Observation) -> Self {
-                wit::Observation {
-                    timestamp_ms: o.timestamp_ms,
-                    components: o
-                        .components
-                        .iter()
-                        .map(|c| wit::Component {
-                            id: c.id.clone(),
-                            kind: c.kind.clone(),
-                            address: c.address.clone(),
-                            state: c.state.into(),
-                            attributes: kvs(&c.attributes),
-                        })
-                        .collect(),
-                    metrics: o
-                        .metrics
-                        .iter()
-                        .map(|m| wit::MetricSample {
-                            name: m.name.clone(),
-                            labels: kvs(&m.labels),
-                            value: m.value,
-                            timestamp_ms: m.timestamp_ms,
-                        })
-                        .collect(),
-                    events: o
-                        .events
-                        .iter()
-                        .map(|e| wit::Event {
-                            timestamp_ms: e.timestamp_ms,
-                            component: e.component.clone(),
-                            severity: e.severity.into(),
-                            message: e.message.clone(),
-                            attributes: kvs(&e.attributes),
-                        })
-                        .collect(),
-                    problems: o
-                        .problems
-                        .iter()
-                        .map(|p| wit::Problem {
-                            source: p.source.clone(),
-                            message: p.message.clone(),
-                        })
-                        .collect(),
-                }
-            }
+        fn events(v: Vec<wit::Event>) -> Vec<model::Event> {
+            v.into_iter()
+                .map(|e| model::Event {
+                    timestamp_ms: e.timestamp_ms,
+                    component: e.component,
+                    severity: e.severity.into(),
+                    message: e.message,
+                    attributes: labels(e.attributes),
+                })
+                .collect()
+        }
+
+        fn problems(v: Vec<wit::Problem>) -> Vec<model::Problem> {
+            v.into_iter()
+                .map(|p| model::Problem {
+                    source: p.source,
+                    message: p.message,
+                })
+                .collect()
+        }
+
+        fn wit_components(v: &[model::Component]) -> Vec<wit::Component> {
+            v.iter()
+                .map(|c| wit::Component {
+                    id: c.id.clone(),
+                    kind: c.kind.clone(),
+                    address: c.address.clone(),
+                    state: c.state.into(),
+                    attributes: kvs(&c.attributes),
+                })
+                .collect()
+        }
+
+        fn wit_events(v: &[model::Event]) -> Vec<wit::Event> {
+            v.iter()
+                .map(|e| wit::Event {
+                    timestamp_ms: e.timestamp_ms,
+                    component: e.component.clone(),
+                    severity: e.severity.into(),
+                    message: e.message.clone(),
+                    attributes: kvs(&e.attributes),
+                })
+                .collect()
+        }
+
+        fn wit_problems(v: &[model::Problem]) -> Vec<wit::Problem> {
+            v.iter()
+                .map(|p| wit::Problem {
+                    source: p.source.clone(),
+                    message: p.message.clone(),
+                })
+                .collect()
         }
 
         impl From<wit::ObserveError> for model::ObserveError {
@@ -276,6 +246,63 @@ macro_rules! common_conversions {
 }
 
 pub(super) use common_conversions;
+
+/// Expands to the observation conversions of versions that send metric samples as a list
+/// (0.1 to 0.4): the host interns their strings into its table as it takes them.
+macro_rules! sample_list_conversions {
+    () => {
+        impl From<wit::Observation> for model::Observation {
+            fn from(o: wit::Observation) -> Self {
+                let mut metrics = model::MetricsBuilder::new();
+                for m in o.metrics {
+                    metrics.push(m.name, labels(m.labels), m.value, m.timestamp_ms);
+                }
+                model::Observation {
+                    timestamp_ms: o.timestamp_ms,
+                    components: components(o.components),
+                    metrics: metrics.finish(),
+                    events: events(o.events),
+                    problems: problems(o.problems),
+                }
+            }
+        }
+
+        impl From<&model::Observation> for wit::Observation {
+            fn from(o: &model::Observation) -> Self {
+                wit::Observation {
+                    timestamp_ms: o.timestamp_ms,
+                    components: wit_components(&o.components),
+                    metrics: o
+                        .metrics
+                        .iter()
+                        .map(|m| wit::MetricSample {
+                            name: m.name().to_owned(),
+                            labels: m
+                                .labels()
+                                .iter()
+                                .map(|(k, v)| wit::Kv {
+                                    key: k.to_owned(),
+                                    value: v.to_owned(),
+                                })
+                                .collect(),
+                            value: m.value(),
+                            timestamp_ms: m.timestamp_ms(),
+                        })
+                        .collect(),
+                    events: wit_events(&o.events),
+                    problems: wit_problems(&o.problems),
+                }
+            }
+        }
+
+        /// Never fails: a list of samples has nothing to point outside of.
+        pub fn observation(o: wit::Observation) -> Result<model::Observation, model::TableError> {
+            Ok(o.into())
+        }
+    };
+}
+
+pub(super) use sample_list_conversions;
 
 /// Expands to the metadata conversion of versions that declare settings (0.2 and later).
 macro_rules! settings_conversions {

@@ -3,9 +3,48 @@
 //! implementation in `runtime::imports`. Expanded inside each frozen version's module.
 
 /// Expands to the host import impls of the calling module's version (`wit`, `http`, ...),
-/// forwarding to `latest`.
+/// forwarding to `latest`. `forward_imports!(send_all)` adds `http.send-all` (0.4).
 macro_rules! forward_imports {
     () => {
+        $crate::runtime::bindings::forward::forward_imports!(@common);
+
+        impl http::Host for HostState {
+            async fn send(
+                &mut self,
+                req: http::Request,
+            ) -> Result<http::Response, http::HttpError> {
+                use latest::operator::subject::http as new;
+                response_from_latest(new::Host::send(self, request_to_latest(req)).await)
+            }
+        }
+    };
+    (send_all) => {
+        $crate::runtime::bindings::forward::forward_imports!(@common);
+
+        impl http::Host for HostState {
+            async fn send(
+                &mut self,
+                req: http::Request,
+            ) -> Result<http::Response, http::HttpError> {
+                use latest::operator::subject::http as new;
+                response_from_latest(new::Host::send(self, request_to_latest(req)).await)
+            }
+
+            async fn send_all(
+                &mut self,
+                reqs: Vec<http::Request>,
+            ) -> Vec<Result<http::Response, http::HttpError>> {
+                use latest::operator::subject::http as new;
+                let reqs = reqs.into_iter().map(request_to_latest).collect();
+                new::Host::send_all(self, reqs)
+                    .await
+                    .into_iter()
+                    .map(response_from_latest)
+                    .collect()
+            }
+        }
+    };
+    (@common) => {
         impl wit::Host for HostState {}
 
         fn kv_to_latest(kv: wit::Kv) -> latest::wit::Kv {
@@ -22,34 +61,39 @@ macro_rules! forward_imports {
             }
         }
 
-        impl http::Host for HostState {
-            async fn send(
-                &mut self,
-                req: http::Request,
-            ) -> Result<http::Response, http::HttpError> {
-                use latest::operator::subject::http as new;
-                let req = new::Request {
-                    method: req.method,
-                    url: req.url,
-                    headers: req.headers.into_iter().map(kv_to_latest).collect(),
-                    body: req.body,
-                    timeout_ms: req.timeout_ms,
-                };
-                match new::Host::send(self, req).await {
-                    Ok(r) => Ok(http::Response {
-                        status: r.status,
-                        headers: r.headers.into_iter().map(kv_from_latest).collect(),
-                        body: r.body,
-                    }),
-                    Err(e) => Err(match e {
-                        new::HttpError::Denied(m) => http::HttpError::Denied(m),
-                        new::HttpError::Timeout => http::HttpError::Timeout,
-                        new::HttpError::Connect(m) => http::HttpError::Connect(m),
-                        new::HttpError::Invalid(m) => http::HttpError::Invalid(m),
-                        new::HttpError::TooLarge(n) => http::HttpError::TooLarge(n),
-                        new::HttpError::Other(m) => http::HttpError::Other(m),
-                    }),
-                }
+        fn request_to_latest(
+            req: http::Request,
+        ) -> latest::operator::subject::http::Request {
+            latest::operator::subject::http::Request {
+                method: req.method,
+                url: req.url,
+                headers: req.headers.into_iter().map(kv_to_latest).collect(),
+                body: req.body,
+                timeout_ms: req.timeout_ms,
+            }
+        }
+
+        fn response_from_latest(
+            r: Result<
+                latest::operator::subject::http::Response,
+                latest::operator::subject::http::HttpError,
+            >,
+        ) -> Result<http::Response, http::HttpError> {
+            use latest::operator::subject::http as new;
+            match r {
+                Ok(r) => Ok(http::Response {
+                    status: r.status,
+                    headers: r.headers.into_iter().map(kv_from_latest).collect(),
+                    body: r.body,
+                }),
+                Err(e) => Err(match e {
+                    new::HttpError::Denied(m) => http::HttpError::Denied(m),
+                    new::HttpError::Timeout => http::HttpError::Timeout,
+                    new::HttpError::Connect(m) => http::HttpError::Connect(m),
+                    new::HttpError::Invalid(m) => http::HttpError::Invalid(m),
+                    new::HttpError::TooLarge(n) => http::HttpError::TooLarge(n),
+                    new::HttpError::Other(m) => http::HttpError::Other(m),
+                }),
             }
         }
 

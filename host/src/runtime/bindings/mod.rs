@@ -13,8 +13,9 @@ pub mod v0_1;
 pub mod v0_2;
 pub mod v0_3;
 pub mod v0_4;
+pub mod v0_5;
 
-pub use v0_4 as latest;
+pub use v0_5 as latest;
 
 use super::state::HostState;
 use crate::model;
@@ -28,6 +29,7 @@ pub enum ContractVersion {
     V0_2,
     V0_3,
     V0_4,
+    V0_5,
 }
 
 impl ContractVersion {
@@ -37,8 +39,9 @@ impl ContractVersion {
         ContractVersion::V0_2,
         ContractVersion::V0_3,
         ContractVersion::V0_4,
+        ContractVersion::V0_5,
     ];
-    pub const LATEST: ContractVersion = ContractVersion::V0_4;
+    pub const LATEST: ContractVersion = ContractVersion::V0_5;
 
     /// The full version of the frozen WIT folder.
     pub fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl ContractVersion {
             ContractVersion::V0_2 => "0.2.0",
             ContractVersion::V0_3 => "0.3.0",
             ContractVersion::V0_4 => "0.4.0",
+            ContractVersion::V0_5 => "0.5.0",
         }
     }
 
@@ -72,7 +76,10 @@ impl ContractVersion {
     /// Whether plugins of this version can check the observations they hold
     /// (`check-retained`).
     pub fn retains_history(self) -> bool {
-        matches!(self, ContractVersion::V0_3 | ContractVersion::V0_4)
+        matches!(
+            self,
+            ContractVersion::V0_3 | ContractVersion::V0_4 | ContractVersion::V0_5
+        )
     }
 }
 
@@ -82,6 +89,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     v0_2::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     v0_3::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     v0_4::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
+    v0_5::Subject::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)?;
     Ok(())
 }
 
@@ -91,6 +99,7 @@ pub enum Pre {
     V0_2(v0_2::SubjectPre<HostState>),
     V0_3(v0_3::SubjectPre<HostState>),
     V0_4(v0_4::SubjectPre<HostState>),
+    V0_5(v0_5::SubjectPre<HostState>),
 }
 
 impl Pre {
@@ -100,6 +109,7 @@ impl Pre {
             ContractVersion::V0_2 => Pre::V0_2(v0_2::SubjectPre::new(pre)?),
             ContractVersion::V0_3 => Pre::V0_3(v0_3::SubjectPre::new(pre)?),
             ContractVersion::V0_4 => Pre::V0_4(v0_4::SubjectPre::new(pre)?),
+            ContractVersion::V0_5 => Pre::V0_5(v0_5::SubjectPre::new(pre)?),
         })
     }
 
@@ -109,6 +119,7 @@ impl Pre {
             Pre::V0_2(p) => Instance::V0_2(p.instantiate_async(store).await?),
             Pre::V0_3(p) => Instance::V0_3(p.instantiate_async(store).await?),
             Pre::V0_4(p) => Instance::V0_4(p.instantiate_async(store).await?),
+            Pre::V0_5(p) => Instance::V0_5(p.instantiate_async(store).await?),
         })
     }
 }
@@ -119,6 +130,7 @@ pub enum Instance {
     V0_2(v0_2::Subject),
     V0_3(v0_3::Subject),
     V0_4(v0_4::Subject),
+    V0_5(v0_5::Subject),
 }
 
 /// Why a plugin's `execute` declined, as the plugin said it.
@@ -152,6 +164,10 @@ macro_rules! each_version {
                 use v0_4 as $v;
                 $body
             }
+            Instance::V0_5($b) => {
+                use v0_5 as $v;
+                $body
+            }
         }
     };
 }
@@ -163,6 +179,7 @@ impl Instance {
             Instance::V0_2(_) => ContractVersion::V0_2,
             Instance::V0_3(_) => ContractVersion::V0_3,
             Instance::V0_4(_) => ContractVersion::V0_4,
+            Instance::V0_5(_) => ContractVersion::V0_5,
         }
     }
 
@@ -184,7 +201,11 @@ impl Instance {
         each_version!(self, b, v => {
             let r: Result<v::wit::Observation, v::wit::ObserveError> =
                 b.operator_subject_plugin().call_observe(store).await?;
-            Ok(r.map(Into::into).map_err(Into::into))
+            match r {
+                // A table that points outside itself breaks the contract: the call failed.
+                Ok(o) => Ok(Ok(v::observation(o).map_err(wasmtime::Error::new)?)),
+                Err(e) => Ok(Err(e.into())),
+            }
         })
     }
 
@@ -220,6 +241,13 @@ impl Instance {
                 Ok(out.map(|v| v.into_iter().map(Into::into).collect()))
             }
             Instance::V0_4(b) => {
+                let out = b
+                    .operator_subject_plugin()
+                    .call_check_retained(store, count)
+                    .await?;
+                Ok(out.map(|v| v.into_iter().map(Into::into).collect()))
+            }
+            Instance::V0_5(b) => {
                 let out = b
                     .operator_subject_plugin()
                     .call_check_retained(store, count)
@@ -280,7 +308,11 @@ mod tests {
             ContractVersion::for_plugin("0.4.0"),
             Some(ContractVersion::V0_4)
         );
-        assert_eq!(ContractVersion::for_plugin("0.5.0"), None);
+        assert_eq!(
+            ContractVersion::for_plugin("0.5.0"),
+            Some(ContractVersion::V0_5)
+        );
+        assert_eq!(ContractVersion::for_plugin("0.6.0"), None);
         assert_eq!(ContractVersion::for_plugin("0.0.9"), None);
         assert_eq!(ContractVersion::for_plugin("1.0.0"), None);
         assert_eq!(ContractVersion::for_plugin("unversioned"), None);

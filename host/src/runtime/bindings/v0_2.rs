@@ -17,6 +17,7 @@ pub use self::operator::subject::types as wit;
 use self::operator::subject::{config, http, log, logs, redis};
 
 super::convert::common_conversions!();
+super::convert::sample_list_conversions!();
 super::forward::forward_imports!();
 
 super::convert::settings_conversions!();

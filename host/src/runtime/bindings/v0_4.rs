@@ -1,7 +1,10 @@
-//! Contract 0.4.0 (`wit/since_v0.4.0`), the newest: the host imports are implemented for
-//! these types in `runtime::imports`, and older versions forward to them.
+//! Contract 0.4.0 (`wit/since_v0.4.0`), frozen. Its imports forward to the newest
+//! implementation by converting their (structurally identical) records, `http.send-all`
+//! included; it sends its metric samples as a list, which the host interns.
 
+use super::latest;
 use crate::model;
+use crate::runtime::state::HostState;
 
 wasmtime::component::bindgen!({
     world: "subject",
@@ -11,7 +14,10 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::operator::subject::types as wit;
+use self::operator::subject::{config, http, log, logs, redis};
 
 super::convert::common_conversions!();
+super::convert::sample_list_conversions!();
+super::forward::forward_imports!(send_all);
 
 super::convert::settings_conversions!();
