@@ -9,26 +9,14 @@ macro_rules! forward_imports {
         $crate::runtime::bindings::forward::forward_imports!(@common);
 
         impl http::Host for HostState {
-            async fn send(
-                &mut self,
-                req: http::Request,
-            ) -> Result<http::Response, http::HttpError> {
-                use latest::operator::subject::http as new;
-                response_from_latest(new::Host::send(self, request_to_latest(req)).await)
-            }
+            $crate::runtime::bindings::forward::forward_imports!(@send);
         }
     };
     (send_all) => {
         $crate::runtime::bindings::forward::forward_imports!(@common);
 
         impl http::Host for HostState {
-            async fn send(
-                &mut self,
-                req: http::Request,
-            ) -> Result<http::Response, http::HttpError> {
-                use latest::operator::subject::http as new;
-                response_from_latest(new::Host::send(self, request_to_latest(req)).await)
-            }
+            $crate::runtime::bindings::forward::forward_imports!(@send);
 
             async fn send_all(
                 &mut self,
@@ -42,6 +30,12 @@ macro_rules! forward_imports {
                     .map(response_from_latest)
                     .collect()
             }
+        }
+    };
+    (@send) => {
+        async fn send(&mut self, req: http::Request) -> Result<http::Response, http::HttpError> {
+            use latest::operator::subject::http as new;
+            response_from_latest(new::Host::send(self, request_to_latest(req)).await)
         }
     };
     (@common) => {
