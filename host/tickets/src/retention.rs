@@ -131,7 +131,9 @@ fn delete_old_resolved(tx: &Connection, subject: &str, keep: usize) -> rusqlite:
         "DELETE FROM tickets WHERE id IN ( \
            SELECT id FROM tickets WHERE subject = ?1 AND status = 'resolved' \
            ORDER BY id DESC LIMIT -1 OFFSET ?2)",
-        params![subject, keep as i64],
+        // A keep past i64::MAX keeps everything; `as` would wrap it to a negative OFFSET,
+        // which SQLite reads as none, deleting every resolved ticket.
+        params![subject, i64::try_from(keep).unwrap_or(i64::MAX)],
     )
 }
 

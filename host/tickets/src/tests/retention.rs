@@ -170,6 +170,22 @@ fn the_oldest_resolved_tickets_beyond_the_cap_go_with_everything_they_own() {
 }
 
 #[test]
+fn a_cap_past_what_sqlite_counts_keeps_every_resolved_ticket() {
+    let (_d, mut s) = store();
+    let p = Policy {
+        resolve_after: 1,
+        max_resolved_tickets: usize::MAX,
+        prune_every: 1,
+        ..Policy::default()
+    };
+    for n in 1..=6 {
+        tick(&mut s, n, &[v(&format!("k{n}"), Severity::Info)], p);
+    }
+    // Each tick's ticket is resolved by the next one, the last still open.
+    assert_eq!(s.list(Some(Status::Resolved), None).unwrap().len(), 5);
+}
+
+#[test]
 fn vacuum_hands_freed_pages_back_incrementally_or_with_one_full_vacuum_for_old_files() {
     let fill = |s: &mut TicketStore| {
         let p = Policy {
