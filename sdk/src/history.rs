@@ -2,7 +2,7 @@
 //! first) and for plugins that build observations from scrapes.
 
 use crate::prometheus::Histogram;
-use crate::{Component, Kv, MetricSample, Observation};
+use crate::{Component, Labels, Observation, Sample};
 
 /// `a == b`, eight bytes at a time. The guest's libc compares strings a byte at a time,
 /// and the lookups here compare the same long metric names and label keys over and over:
@@ -18,26 +18,25 @@ pub(crate) fn same(a: &str, b: &str) -> bool {
     (&mut wa).zip(&mut wb).all(|(x, y)| word(x) == word(y)) && wa.remainder() == wb.remainder()
 }
 
-fn labels_match(labels: &[Kv], filter: &[(&str, &str)]) -> bool {
+fn labels_match(labels: Labels<'_>, filter: &[(&str, &str)]) -> bool {
     filter
         .iter()
-        .all(|(k, v)| labels.iter().any(|l| same(&l.key, k) && same(&l.value, v)))
+        .all(|(k, v)| labels.iter().any(|l| same(l.key, k) && same(l.value, v)))
 }
 
 /// The histogram `name` from `series` (samples whose names start with it) that match
 /// `filter`.
 fn histogram_of<'a>(
-    series: impl Iterator<Item = &'a MetricSample>,
+    series: impl Iterator<Item = Sample<'a>>,
     name: &str,
     filter: &[(&str, &str)],
 ) -> Option<Histogram> {
     Histogram::fold(
         series
-            .filter(|s| labels_match(&s.labels, filter))
-            .map(|s| (s.name.as_str(), s.labels.as_slice(), s.value)),
+            .filter(|s| labels_match(s.labels, filter))
+            .map(|s| (s.name, s.labels.pairs(), s.value)),
         name,
         &[],
-        |l: &'a Kv| (l.key.as_str(), l.value.as_str()),
     )
 }
 
@@ -48,7 +47,7 @@ pub trait Samples {
         &'a self,
         name: &'a str,
         filter: &'a [(&'a str, &'a str)],
-    ) -> Box<dyn Iterator<Item = &'a MetricSample> + 'a>;
+    ) -> Box<dyn Iterator<Item = Sample<'a>> + 'a>;
 
     /// The sum of matching samples, or None when there are none.
     fn sum(&self, name: &str, filter: &[(&str, &str)]) -> Option<f64> {
@@ -68,11 +67,11 @@ impl Samples for Observation {
         &'a self,
         name: &'a str,
         filter: &'a [(&'a str, &'a str)],
-    ) -> Box<dyn Iterator<Item = &'a MetricSample> + 'a> {
+    ) -> Box<dyn Iterator<Item = Sample<'a>> + 'a> {
         Box::new(
             self.metrics
                 .iter()
-                .filter(move |s| same(&s.name, name) && labels_match(&s.labels, filter)),
+                .filter(move |s| same(s.name, name) && labels_match(s.labels, filter)),
         )
     }
 
@@ -99,53 +98,31 @@ impl Samples for Observation {
 /// ```
 pub struct Indexed<'a> {
     obs: &'a Observation,
-    /// Each name's samples, in name order. A subject usually has a few dozen names, so a
-    /// scan that rejects most of them on length beats a `BTreeMap`, whose every step
-    /// compared names with the guest's byte-wise `memcmp` (5% of `operator run` in perf).
-    by_name: Vec<(&'a str, Vec<&'a MetricSample>)>,
+    /// Each name's samples, in name order.
+    by_name: Vec<(&'a str, Vec<Sample<'a>>)>,
 }
 
 /// Up to this many names, a name is found by a scan; past it (a subject with many names)
-/// by a map while indexing and a binary search after, so the cost cannot grow with the
-/// square of the subject's size.
+/// by a binary search, so the cost cannot grow with the square of the subject's size.
 const SCAN_NAMES: usize = 64;
 
 impl<'a> Indexed<'a> {
     pub fn new(obs: &'a Observation) -> Indexed<'a> {
-        let mut by_name: Vec<(&'a str, Vec<&'a MetricSample>)> = Vec::new();
-        let mut many: Option<std::collections::HashMap<&'a str, usize>> = None;
-        // Samples of one name usually come together: extend the last name's samples without
-        // a lookup, and look the name up only where a run starts.
-        let mut last = usize::MAX;
-        for m in &obs.metrics {
-            if by_name
-                .get(last)
-                .is_some_and(|(name, _)| same(name, &m.name))
-            {
-                by_name[last].1.push(m);
-                continue;
+        // A sample's name is an index into its observation's table, so samples are grouped
+        // by that number, with no string compared: slot `name_id` holds where the name's
+        // group is in `by_name`.
+        let mut slot: Vec<u32> = Vec::new();
+        let mut by_name: Vec<(&'a str, Vec<Sample<'a>>)> = Vec::new();
+        for m in obs.metrics.iter() {
+            let id = m.name_id as usize;
+            if id >= slot.len() {
+                slot.resize(id + 1, u32::MAX);
             }
-            let found = match &many {
-                Some(map) => map.get(m.name.as_str()).copied(),
-                None => by_name.iter().position(|(name, _)| same(name, &m.name)),
-            };
-            last = found.unwrap_or_else(|| {
-                by_name.push((m.name.as_str(), Vec::new()));
-                let i = by_name.len() - 1;
-                if let Some(map) = &mut many {
-                    map.insert(m.name.as_str(), i);
-                } else if by_name.len() > SCAN_NAMES {
-                    many = Some(
-                        by_name
-                            .iter()
-                            .enumerate()
-                            .map(|(i, (n, _))| (*n, i))
-                            .collect(),
-                    );
-                }
-                i
-            });
-            by_name[last].1.push(m);
+            if slot[id] == u32::MAX {
+                slot[id] = by_name.len() as u32;
+                by_name.push((m.name, Vec::new()));
+            }
+            by_name[slot[id] as usize].1.push(m);
         }
         // Names are distinct, so an unstable sort loses nothing; each name's samples keep
         // the observation's order.
@@ -159,7 +136,7 @@ impl<'a> Indexed<'a> {
     }
 
     /// Every sample named `name`.
-    pub fn named(&self, name: &str) -> &[&'a MetricSample] {
+    pub fn named(&self, name: &str) -> &[Sample<'a>] {
         let found = if self.by_name.len() <= SCAN_NAMES {
             self.by_name.iter().find(|(n, _)| same(n, name))
         } else {
@@ -184,12 +161,12 @@ impl Samples for Indexed<'_> {
         &'b self,
         name: &'b str,
         filter: &'b [(&'b str, &'b str)],
-    ) -> Box<dyn Iterator<Item = &'b MetricSample> + 'b> {
+    ) -> Box<dyn Iterator<Item = Sample<'b>> + 'b> {
         Box::new(
             self.named(name)
                 .iter()
                 .copied()
-                .filter(move |s| labels_match(&s.labels, filter)),
+                .filter(move |s| labels_match(s.labels, filter)),
         )
     }
 
@@ -218,13 +195,9 @@ impl Component {
     }
 }
 
-/// The value of label `key` on a sample.
-pub fn label<'a>(sample: &'a MetricSample, key: &str) -> Option<&'a str> {
-    sample
-        .labels
-        .iter()
-        .find(|l| same(&l.key, key))
-        .map(|l| l.value.as_str())
+/// The value of label `key` on a sample (as [`Sample::label`]).
+pub fn label<'a>(sample: impl std::borrow::Borrow<Sample<'a>>, key: &str) -> Option<&'a str> {
+    sample.borrow().label(key)
 }
 
 #[cfg(test)]
@@ -236,7 +209,7 @@ mod tests {
         Observation {
             timestamp_ms: 1,
             components: vec![],
-            metrics,
+            metrics: metrics.into(),
             events: vec![],
             problems: vec![],
         }
@@ -274,7 +247,7 @@ mod tests {
         }
         let obs = only_metrics(metrics);
         let idx = Indexed::new(&obs);
-        let values = |it: Box<dyn Iterator<Item = &MetricSample> + '_>| {
+        let values = |it: Box<dyn Iterator<Item = crate::Sample<'_>> + '_>| {
             it.map(|s| s.value).collect::<Vec<_>>()
         };
         for name in [
@@ -308,7 +281,7 @@ mod tests {
         let names: Vec<String> = (0..3 * super::SCAN_NAMES)
             .map(|i| format!("m{i}"))
             .collect();
-        let metrics = (0..3)
+        let metrics: Vec<MetricSample> = (0..3)
             .flat_map(|round| {
                 names.iter().map(move |n| MetricSample {
                     name: n.clone(),

@@ -50,6 +50,7 @@ pub mod history;
 pub mod http;
 pub mod log;
 pub mod logs;
+pub mod metrics;
 mod observation;
 pub mod prometheus;
 pub mod redis;
@@ -62,6 +63,7 @@ pub use bindings::operator::subject::types::{
     InvariantInfo, Kv, MetricCheck, ObserveError, ParamInfo, Problem, Risk, SettingInfo,
     SettingKind, Severity, Signal, SignalCheck, SubjectMetadata as Metadata, Violation,
 };
+pub use metrics::{Label, Labels, Metrics, Sample};
 pub use observation::{MetricSample, Observation};
 
 /// What [`export_subject!`] needs from this crate; not for plugins.
@@ -156,7 +158,7 @@ pub mod prelude {
     pub use crate::prometheus::Histogram;
     pub use crate::{
         ActionError, ActionInfo, Comparison, Component, ComponentState, Event, FailureMode,
-        InvariantInfo, Kv, Metadata, MetricCheck, MetricSample, Observation, ObserveError,
+        InvariantInfo, Kv, Metadata, MetricCheck, MetricSample, Metrics, Observation, ObserveError,
         ParamInfo, Problem, Risk, SettingInfo, SettingKind, Severity, Signal, SignalCheck, Subject,
         Violation, kv, now_ms,
     };

@@ -1,7 +1,7 @@
 //! Prometheus text exposition format (0.0.4) parsing, histogram math, and a client for the
 //! Prometheus HTTP query API.
 
-use crate::{Kv, MetricSample, http};
+use crate::{Kv, MetricSample, Metrics, http};
 use std::fmt;
 
 /// Label pairs in exposition order.
@@ -35,6 +35,28 @@ impl Sample {
             value: self.value,
             timestamp_ms,
         }
+    }
+
+    /// Pushes this sample onto `metrics`, with one more label if `extra` (placed as
+    /// [`Sample::into_metric_with`] places it). Its strings are interned there, not copied
+    /// per sample. Returns its position.
+    pub fn push_to(
+        &self,
+        metrics: &mut Metrics,
+        timestamp_ms: u64,
+        extra: Option<(&str, &str)>,
+    ) -> usize {
+        let mut pending = extra;
+        let mut labels = Vec::with_capacity(self.labels.len() + 1);
+        for (key, value) in &self.labels {
+            if let Some(e) = pending.filter(|(k, _)| *k <= key.as_str()) {
+                labels.push(e);
+                pending = None;
+            }
+            labels.push((key.as_str(), value.as_str()));
+        }
+        labels.extend(pending);
+        metrics.push(&self.name, &labels, self.value, timestamp_ms)
     }
 
     /// [`Sample::into_metric`] with one more label (say, the node it was scraped from).
@@ -211,36 +233,36 @@ impl Histogram {
         name: &str,
         filter: &[(&str, &str)],
     ) -> Option<Histogram> {
-        Histogram::fold(samples, name, filter, |(k, v)| (k.as_str(), v.as_str()))
+        Histogram::fold(
+            samples
+                .into_iter()
+                .map(|(n, labels, v)| (n, labels.iter().map(|(k, v)| (k.as_str(), v.as_str())), v)),
+            name,
+            filter,
+        )
     }
 
-    /// [`Histogram::from_samples`] over labels of any shape, read through `pair`: the
-    /// lookups over observations fold their samples where they lie instead of copying them.
-    pub(crate) fn fold<'a, L: 'a>(
-        samples: impl IntoIterator<Item = (&'a str, &'a [L], f64)>,
+    /// [`Histogram::from_samples`] over labels given as pairs: the lookups over
+    /// observations fold their samples where they lie instead of copying them.
+    pub(crate) fn fold<'a, L: Iterator<Item = (&'a str, &'a str)> + Clone>(
+        samples: impl IntoIterator<Item = (&'a str, L, f64)>,
         name: &str,
         filter: &[(&str, &str)],
-        pair: impl Fn(&'a L) -> (&'a str, &'a str),
     ) -> Option<Histogram> {
         let bucket_name = format!("{name}_bucket");
         let sum_name = format!("{name}_sum");
         let count_name = format!("{name}_count");
         let mut h = Histogram::default();
         let mut seen = false;
-        for (n, labels, value) in samples {
-            let matches = filter.iter().all(|(k, v)| {
-                labels
-                    .iter()
-                    .map(&pair)
-                    .any(|(lk, lv)| lk == *k && lv == *v)
-            });
+        for (n, mut labels, value) in samples {
+            let matches = filter
+                .iter()
+                .all(|(k, v)| labels.clone().any(|(lk, lv)| lk == *k && lv == *v));
             if !matches {
                 continue;
             }
             if n == bucket_name {
                 let le = labels
-                    .iter()
-                    .map(&pair)
                     .find(|(k, _)| *k == "le")
                     .and_then(|(_, v)| parse_value(v));
                 if let Some(le) = le {

@@ -47,9 +47,7 @@ fn to_host_form(o: &mut Observation) {
     for c in &mut o.components {
         normalize(&mut c.attributes);
     }
-    for m in &mut o.metrics {
-        normalize(&mut m.labels);
-    }
+    o.metrics.normalize();
     for e in &mut o.events {
         normalize(&mut e.attributes);
     }
@@ -68,6 +66,7 @@ pub fn host_form(o: &Observation) -> Observation {
 #[doc(hidden)]
 pub fn observed(mut o: Observation) {
     to_host_form(&mut o);
+    o.metrics.seal();
     HELD.with_borrow_mut(|h| {
         h.window.push_back(o);
         while h.window.len() > h.keep {
@@ -127,7 +126,7 @@ mod tests {
         Observation {
             timestamp_ms: t,
             components: vec![],
-            metrics: vec![],
+            metrics: Default::default(),
             events: vec![],
             problems: vec![],
         }
@@ -164,7 +163,8 @@ mod tests {
                     sample("m", &[("key", &i), ("node", "n1")], t as f64)
                 }
             })
-            .collect();
+            .collect::<Vec<_>>()
+            .into();
         o.events.push(Event {
             timestamp_ms: t,
             component: "c".into(),
@@ -185,7 +185,15 @@ mod tests {
         o.components
             .iter_mut()
             .for_each(|c| normalize(&mut c.attributes));
-        o.metrics.iter_mut().for_each(|m| normalize(&mut m.labels));
+        o.metrics = o
+            .metrics
+            .to_samples()
+            .into_iter()
+            .map(|mut m| {
+                normalize(&mut m.labels);
+                m
+            })
+            .collect();
         o.events
             .iter_mut()
             .for_each(|e| normalize(&mut e.attributes));
@@ -209,8 +217,9 @@ mod tests {
                     "round {round}, shape {i}"
                 );
                 if *unsorted {
-                    assert_eq!(last.metrics[0].labels.len(), 2, "repeated key kept once");
-                    assert_eq!(last.metrics[0].labels[1].value, "n2", "the last one kept");
+                    let first = last.metrics.get(0).unwrap();
+                    assert_eq!(first.labels.len(), 2, "repeated key kept once");
+                    assert_eq!(first.label("node"), Some("n2"), "the last one kept");
                 }
             }
         }
@@ -225,9 +234,20 @@ mod tests {
             observed(rich(t, 10, false));
         }
         let o = rich(100, 10, false);
-        let built = o.metrics[5].labels[0].key.as_ptr();
+        let key = |o: &Observation| {
+            o.metrics
+                .get(5)
+                .unwrap()
+                .labels
+                .iter()
+                .next()
+                .unwrap()
+                .key
+                .as_ptr()
+        };
+        let built = key(&o);
         observed(o);
-        let held = check(1, |w| w[0].metrics[5].labels[0].key.as_ptr()).expect("held");
+        let held = check(1, |w| key(&w[0])).expect("held");
         assert_eq!(
             built, held,
             "the held observation owns the strings observe built"

@@ -27,7 +27,7 @@ pub type ViewKeys = BTreeMap<String, BTreeSet<u64>>;
 pub struct Snapshot {
     now: u64,
     components: Vec<Component>,
-    metrics: Vec<MetricSample>,
+    metrics: Metrics,
     events: Vec<Event>,
     problems: Vec<Problem>,
     /// Each key's limit and window as each node reported them: key → (node, limit,
@@ -68,7 +68,7 @@ impl Snapshot {
         Snapshot {
             now,
             components: Vec::new(),
-            metrics: Vec::new(),
+            metrics: Metrics::with_capacity(512),
             events: Vec::new(),
             problems: Vec::new(),
             key_config: BTreeMap::new(),
@@ -105,18 +105,7 @@ impl Snapshot {
     }
 
     fn metric(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.metrics.push(MetricSample {
-            name: name.into(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| Kv {
-                    key: (*k).to_owned(),
-                    value: (*v).to_owned(),
-                })
-                .collect(),
-            value,
-            timestamp_ms: self.now,
-        });
+        self.metrics.push(name, labels, value, self.now);
     }
 
     pub fn problem(&mut self, source: &str, message: String) {
@@ -226,14 +215,15 @@ impl Snapshot {
                     continue;
                 };
                 if let Some(&i) = key_total.get(&key) {
-                    self.metrics[i].value += s.value;
+                    if let Some(v) = self.metrics.value_mut(i) {
+                        *v += s.value;
+                    }
                     continue;
                 }
                 key_total.insert(key, self.metrics.len());
             }
             // Where it sorts, so the labels stay in the host's (key) order.
-            self.metrics
-                .push(s.into_metric_with(self.now, ("node", id)));
+            s.push_to(&mut self.metrics, self.now, Some(("node", id)));
         }
     }
 

@@ -6,7 +6,7 @@
 use crate::keys as k;
 use crate::settings::Thresholds;
 use operator_sdk::history::label;
-use operator_sdk::{Component, Kv, MetricSample, Observation, Severity, Violation, kv};
+use operator_sdk::{Component, Kv, Observation, Sample, Severity, Violation, kv};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a check sees.
@@ -180,13 +180,13 @@ fn cluster(o: &Observation) -> Option<&Component> {
     o.components.iter().find(|c| c.kind == "cluster")
 }
 
-fn metrics<'a>(o: &'a Observation, name: &'a str) -> impl Iterator<Item = &'a MetricSample> + 'a {
+fn metrics<'a>(o: &'a Observation, name: &'a str) -> impl Iterator<Item = Sample<'a>> + 'a {
     o.metrics.iter().filter(move |m| m.name == name)
 }
 
 /// The component a Prometheus sample is about: its store when PD named the status address,
 /// else the instance.
-fn who(m: &MetricSample) -> String {
+fn who(m: Sample) -> String {
     match label(m, "store") {
         Some(s) => format!("store-{s}"),
         None => label(m, "instance").unwrap_or("").to_string(),
@@ -503,7 +503,7 @@ fn high_latency(c: &Ctx, out: &mut Vec<Violation>) {
     let (trend, ratio) = load_trend(c.cur, c.t);
     for (id, (p99, ty, instance)) in &affected {
         let qps: f64 = metrics(c.cur, "tikv_qps")
-            .filter(|m| &who(m) == *id)
+            .filter(|m| &who(*m) == *id)
             .map(|m| m.value)
             .sum();
         out.push(violation(
@@ -846,7 +846,7 @@ fn snapshot_storm(c: &Ctx, out: &mut Vec<Violation>) {
     for s in stores(c.cur) {
         let mut sending = attr_f(s, "sending_snap_count").unwrap_or(0.0);
         let mut receiving = attr_f(s, "receiving_snap_count").unwrap_or(0.0);
-        for m in metrics(c.cur, "tikv_snapshot_in_flight").filter(|m| who(m) == s.id) {
+        for m in metrics(c.cur, "tikv_snapshot_in_flight").filter(|m| who(*m) == s.id) {
             match label(m, "type") {
                 Some("sending") => sending = sending.max(m.value),
                 Some("receiving") => receiving = receiving.max(m.value),

@@ -10,8 +10,7 @@ use crate::prom;
 use crate::settings::Settings;
 use crate::transport::{FetchError, Transport};
 use operator_sdk::{
-    Component, ComponentState, Event, Kv, MetricSample, Observation, ObserveError, Problem,
-    Severity, kv,
+    Component, ComponentState, Event, Kv, Metrics, Observation, ObserveError, Problem, Severity, kv,
 };
 use std::collections::BTreeMap;
 
@@ -22,7 +21,7 @@ pub const MAX_HOT_REGIONS: usize = 20;
 struct Snapshot {
     now: u64,
     components: Vec<Component>,
-    metrics: Vec<MetricSample>,
+    metrics: Metrics,
     events: Vec<Event>,
     problems: Vec<Problem>,
 }
@@ -34,12 +33,8 @@ impl Snapshot {
 
     fn metric_at(&mut self, name: &str, labels: Vec<Kv>, value: f64, timestamp_ms: u64) {
         if value.is_finite() {
-            self.metrics.push(MetricSample {
-                name: name.into(),
-                labels,
-                value,
-                timestamp_ms,
-            });
+            let pairs = labels.iter().map(|l| (l.key.as_str(), l.value.as_str()));
+            self.metrics.push_iter(name, pairs, value, timestamp_ms);
         }
     }
 
@@ -65,7 +60,7 @@ pub fn observe(t: &dyn Transport, s: &Settings, now: u64) -> Result<Observation,
     let mut snap = Snapshot {
         now,
         components: Vec::new(),
-        metrics: Vec::new(),
+        metrics: Metrics::new(),
         events: Vec::new(),
         problems: Vec::new(),
     };

@@ -46,8 +46,10 @@ fn observation(o: &s::Observation) -> m::Observation {
             .metrics
             .iter()
             .map(|x| m::MetricSample {
-                name: x.name.clone(),
-                labels: labels(&x.labels),
+                name: x.name.to_owned(),
+                labels: (x.labels.pairs())
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
                 value: x.value,
                 timestamp_ms: x.timestamp_ms,
             })

@@ -442,7 +442,7 @@ fn healthy_observation_is_complete() {
     assert_eq!(attr(s1, "status_up"), "true");
     assert_eq!(attr(s1, "heartbeat_age_s"), "4.9");
     assert_eq!(attr(s1, "node_state"), "Serving");
-    let names: BTreeSet<&str> = o.metrics.iter().map(|m| m.name.as_str()).collect();
+    let names: BTreeSet<&str> = o.metrics.iter().map(|m| m.name).collect();
     for want in [
         "tikv_qps",
         "tikv_request_p99_seconds",

@@ -592,8 +592,11 @@ other_total 5
         .metrics
         .iter()
         .map(|m| {
-            let labels = m.labels.iter().map(|l| (l.key.clone(), l.value.clone()));
-            (m.name.clone(), labels.collect(), m.value)
+            let labels = m
+                .labels
+                .iter()
+                .map(|l| (l.key.to_owned(), l.value.to_owned()));
+            (m.name.to_owned(), labels.collect(), m.value)
         })
         .collect();
     let sample = |name: &str, labels: &[(&str, &str)], value: f64| {
@@ -829,12 +832,15 @@ fn mon04_fires_when_nodes_read_different_counts_from_redis() {
     sim.tick();
     let mut obs = sim.observe();
     // node-3 read `user-1` in the same window as 25 more than the others did.
-    for m in &mut obs.metrics {
-        let is = |k: &str, v: &str| m.labels.iter().any(|l| l.key == k && l.value == v);
-        if m.name == "rl_view_redis_current" && is("node", "127.0.0.1:7003") && is("key", "user-1")
-        {
-            m.value += 25.0;
-        }
+    let drifted: Vec<usize> = (obs.metrics.iter().enumerate())
+        .filter(|(_, m)| {
+            let is = |k: &str, v: &str| m.labels.iter().any(|l| l.key == k && l.value == v);
+            m.name == "rl_view_redis_current" && is("node", "127.0.0.1:7003") && is("key", "user-1")
+        })
+        .map(|(i, _)| i)
+        .collect();
+    for i in drifted {
+        *obs.metrics.value_mut(i).unwrap() += 25.0;
     }
     let vs = check(&[obs], &sim.t);
     let v = of(&vs, id::COUNTER_DRIFT)[0];

@@ -100,7 +100,7 @@ impl Subject for Escape {
         Ok(Observation {
             timestamp_ms: now_ms(),
             components: vec![],
-            metrics: vec![],
+            metrics: Default::default(),
             events,
             problems: vec![],
         })

@@ -91,7 +91,7 @@ impl Subject for Good {
         Ok(Observation {
             timestamp_ms: now_ms(),
             components,
-            metrics: vec![],
+            metrics: Default::default(),
             events,
             problems,
         })

@@ -174,7 +174,7 @@ impl Subject for Probe {
         Ok(Observation {
             timestamp_ms: now_ms(),
             components: vec![],
-            metrics: vec![],
+            metrics: Default::default(),
             events,
             problems: vec![],
         })

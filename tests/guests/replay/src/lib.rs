@@ -89,7 +89,7 @@ impl Subject for Replay {
                 },
                 attributes: vec![kv("bytes", bytes), kv("failed", failed), kv("steps", steps)],
             }],
-            metrics: vec![],
+            metrics: Default::default(),
             events: vec![],
             problems: vec![],
         })

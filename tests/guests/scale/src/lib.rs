@@ -66,21 +66,21 @@ impl Subject for Scale {
         let mut obs = Observation {
             timestamp_ms: now,
             components: Vec::with_capacity(components),
-            metrics: Vec::with_capacity(components * series),
+            metrics: Metrics::with_capacity(components * series),
             events: vec![],
             problems: vec![],
         };
         for c in 0..components {
             let id = format!("c-{c}");
             for s in 0..series {
-                obs.metrics.push(MetricSample {
-                    name: format!("synthetic_series_{}", s % 20),
-                    // Not in key order on purpose: the host keeps labels sorted, and so
-                    // must what the instance holds for check-retained.
-                    labels: vec![kv("series", s), kv("component", &id)],
-                    value: (c * series + s) as f64 + n as f64,
-                    timestamp_ms: now,
-                });
+                // Not in key order on purpose: the host keeps labels sorted, and so must
+                // what the instance holds for check-retained.
+                obs.metrics.push(
+                    &format!("synthetic_series_{}", s % 20),
+                    &[("series", &s.to_string()), ("component", &id)],
+                    (c * series + s) as f64 + n as f64,
+                    now,
+                );
             }
             obs.components.push(Component {
                 id,
@@ -102,9 +102,9 @@ impl Subject for Scale {
         let stamps: Vec<String> = history.iter().map(|o| o.timestamp_ms.to_string()).collect();
         let first_labels: Vec<String> = history
             .iter()
-            .filter_map(|o| o.metrics.first())
+            .filter_map(|o| o.metrics.get(0))
             .map(|m| {
-                let keys: Vec<&str> = m.labels.iter().map(|l| l.key.as_str()).collect();
+                let keys: Vec<&str> = m.labels.iter().map(|l| l.key).collect();
                 keys.join("+")
             })
             .collect();
@@ -118,20 +118,20 @@ impl Subject for Scale {
         let Some(prev) = past.last() else {
             return out;
         };
-        for (a, b) in cur.metrics.iter().zip(&prev.metrics) {
+        for (a, b) in cur.metrics.iter().zip(prev.metrics.iter()) {
             let same_series = a.labels.len() == b.labels.len()
                 && a.labels
                     .iter()
-                    .zip(&b.labels)
+                    .zip(b.labels.iter())
                     .all(|(x, y)| x.key == y.key && x.value == y.value);
             if a.name == b.name && same_series && (a.value - b.value).abs() > JUMP {
                 let component = a
                     .labels
                     .iter()
                     .find(|l| l.key == "component")
-                    .map(|l| l.value.clone());
+                    .map(|l| l.value.to_owned());
                 out.push(
-                    Violation::new("SCALE-01", Severity::Warning, &a.name)
+                    Violation::new("SCALE-01", Severity::Warning, a.name)
                         .component(component.unwrap_or_default())
                         .summary(format!("{} jumped", a.name)),
                 );

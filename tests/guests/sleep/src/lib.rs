@@ -52,7 +52,7 @@ impl Subject for Sleep {
         Ok(Observation {
             timestamp_ms: now_ms(),
             components: vec![],
-            metrics: vec![],
+            metrics: Default::default(),
             events: vec![],
             problems: vec![],
         })
