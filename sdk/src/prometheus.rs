@@ -2,6 +2,7 @@
 //! Prometheus HTTP query API.
 
 use crate::{Kv, MetricSample, Metrics, http};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Label pairs in exposition order.
@@ -35,28 +36,6 @@ impl Sample {
             value: self.value,
             timestamp_ms,
         }
-    }
-
-    /// Pushes this sample onto `metrics`, with one more label if `extra` (placed as
-    /// [`Sample::into_metric_with`] places it). Its strings are interned there, not copied
-    /// per sample. Returns its position.
-    pub fn push_to(
-        &self,
-        metrics: &mut Metrics,
-        timestamp_ms: u64,
-        extra: Option<(&str, &str)>,
-    ) -> usize {
-        let mut pending = extra;
-        let mut labels = Vec::with_capacity(self.labels.len() + 1);
-        for (key, value) in &self.labels {
-            if let Some(e) = pending.filter(|(k, _)| *k <= key.as_str()) {
-                labels.push(e);
-                pending = None;
-            }
-            labels.push((key.as_str(), value.as_str()));
-        }
-        labels.extend(pending);
-        metrics.push(&self.name, &labels, self.value, timestamp_ms)
     }
 
     /// [`Sample::into_metric`] with one more label (say, the node it was scraped from).
@@ -103,21 +82,107 @@ impl std::error::Error for ParseError {}
 /// Parses a whole exposition. Any malformed sample line fails the parse: a half-read
 /// scrape would make deltas and ratios silently wrong.
 pub fn parse(text: &str) -> Result<Vec<Sample>, ParseError> {
-    let mut out = Vec::new();
+    Ok(parse_borrowed(text)?
+        .iter()
+        .map(|s| Sample {
+            name: s.name.to_owned(),
+            labels: (s.labels.iter())
+                .map(|(k, v)| ((*k).to_owned(), v.clone().into_owned()))
+                .collect(),
+            value: s.value,
+        })
+        .collect())
+}
+
+/// A parsed exposition whose names, keys and values borrow from the text (a label value
+/// is copied only if it had escapes). A scrape's samples were each a name, a list and two
+/// strings per label, allocated to be interned into an observation and freed; here the
+/// whole scrape is two vectors.
+pub struct Scrape<'t> {
+    samples: Vec<(&'t str, u32, u32, f64)>,
+    labels: Vec<(&'t str, Cow<'t, str>)>,
+}
+
+/// One sample of a [`Scrape`].
+#[derive(Clone, Copy)]
+pub struct Parsed<'t, 's> {
+    pub name: &'t str,
+    /// In exposition order.
+    pub labels: &'s [(&'t str, Cow<'t, str>)],
+    pub value: f64,
+}
+
+impl<'t> Scrape<'t> {
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Parsed<'t, '_>> {
+        self.samples
+            .iter()
+            .map(move |&(name, first, count, value)| Parsed {
+                name,
+                labels: &self.labels[first as usize..(first + count) as usize],
+                value,
+            })
+    }
+}
+
+impl<'s> Parsed<'_, 's> {
+    pub fn label(&self, key: &str) -> Option<&'s str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Pushes this sample onto `metrics` without the labels named in `drop` and with
+    /// `extra` (placed as [`Sample::into_metric_with`] places it). Returns its position.
+    pub fn push_to(
+        &self,
+        metrics: &mut Metrics,
+        timestamp_ms: u64,
+        extra: Option<(&str, &str)>,
+        drop: &[&str],
+    ) -> usize {
+        let mut pending = extra;
+        let mut labels: Vec<(&str, &str)> = Vec::with_capacity(self.labels.len() + 1);
+        for (key, value) in self.labels.iter().filter(|(k, _)| !drop.contains(k)) {
+            if let Some(e) = pending.filter(|(k, _)| k <= key) {
+                labels.push(e);
+                pending = None;
+            }
+            labels.push((key, value.as_ref()));
+        }
+        labels.extend(pending);
+        metrics.push(self.name, &labels, self.value, timestamp_ms)
+    }
+}
+
+/// [`parse`], borrowing from `text`.
+pub fn parse_borrowed(text: &str) -> Result<Scrape<'_>, ParseError> {
+    let mut scrape = Scrape {
+        samples: Vec::new(),
+        labels: Vec::new(),
+    };
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        out.push(parse_line(line).map_err(|message| ParseError {
+        parse_line(line, &mut scrape).map_err(|message| ParseError {
             line: i + 1,
             message,
-        })?);
+        })?;
     }
-    Ok(out)
+    Ok(scrape)
 }
 
-fn parse_line(line: &str) -> Result<Sample, String> {
+fn parse_line<'t>(line: &'t str, out: &mut Scrape<'t>) -> Result<(), String> {
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(line.len());
@@ -126,11 +191,9 @@ fn parse_line(line: &str) -> Result<Sample, String> {
         return Err(format!("expected a metric name in `{}`", clip(line)));
     }
     let mut rest = &line[name_end..];
-    let mut labels = Vec::new();
+    let first = out.labels.len();
     if let Some(after) = rest.strip_prefix('{') {
-        let (parsed, remaining) = parse_labels(after)?;
-        labels = parsed;
-        rest = remaining;
+        rest = parse_labels(after, &mut out.labels)?;
     }
     let mut fields = rest.split_whitespace();
     let value_text = fields
@@ -145,19 +208,21 @@ fn parse_line(line: &str) -> Result<Sample, String> {
     if fields.next().is_some() {
         return Err(format!("trailing text in `{}`", clip(line)));
     }
-    Ok(Sample {
-        name: name.to_string(),
-        labels,
-        value,
-    })
+    let count = out.labels.len() - first;
+    out.samples.push((name, first as u32, count as u32, value));
+    Ok(())
 }
 
-fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
-    let mut labels = Vec::new();
+/// Appends the labels at the start of `s` (after its `{`) to `out`; returns what follows
+/// the closing `}`.
+fn parse_labels<'t>(
+    mut s: &'t str,
+    out: &mut Vec<(&'t str, Cow<'t, str>)>,
+) -> Result<&'t str, String> {
     loop {
         s = s.trim_start();
         if let Some(rest) = s.strip_prefix('}') {
-            return Ok((labels, rest));
+            return Ok(rest);
         }
         let eq = s.find('=').ok_or("label without `=`")?;
         let key = s[..eq].trim();
@@ -167,7 +232,7 @@ fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
         s = s[eq + 1..].trim_start();
         s = s.strip_prefix('"').ok_or("label value must be quoted")?;
         let (value, end) = label_value(s)?;
-        labels.push((key.to_string(), value));
+        out.push((key, value));
         s = s[end + 1..].trim_start();
         if let Some(rest) = s.strip_prefix(',') {
             s = rest;
@@ -179,12 +244,12 @@ fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
 
 /// The quoted label value at the start of `s` (after its opening quote), unescaped, and
 /// the index of its closing quote. Values without a backslash, nearly all of them, are
-/// copied in one piece rather than built a character at a time.
-fn label_value(s: &str) -> Result<(String, usize), String> {
+/// borrowed as they are.
+fn label_value(s: &str) -> Result<(Cow<'_, str>, usize), String> {
     let bytes = s.as_bytes();
     match bytes.iter().position(|b| matches!(b, b'"' | b'\\')) {
         None => return Err("unterminated label value".into()),
-        Some(i) if bytes[i] == b'"' => return Ok((s[..i].to_string(), i)),
+        Some(i) if bytes[i] == b'"' => return Ok((Cow::Borrowed(&s[..i]), i)),
         Some(_) => {}
     }
     let mut value = String::with_capacity(s.len().min(64));
@@ -201,7 +266,7 @@ fn label_value(s: &str) -> Result<(String, usize), String> {
             Some((_, c)) => value.push(c),
         }
     };
-    Ok((value, end))
+    Ok((Cow::Owned(value), end))
 }
 
 fn parse_value(s: &str) -> Option<f64> {
@@ -414,6 +479,43 @@ pub fn parse_query_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_scrape_pushes_with_a_label_added_in_key_order_and_others_dropped() {
+        let text = "m{b=\"1\",result=\"ok\",z=\"q\\\"x\"} 2\nbare 3\n";
+        let scrape = parse_borrowed(text).unwrap();
+        assert_eq!(scrape.len(), 2);
+        let first = scrape.iter().next().unwrap();
+        assert_eq!(first.label("z"), Some("q\"x"), "escapes undone");
+        assert!(
+            matches!(first.labels[0].1, Cow::Borrowed(_)),
+            "plain values borrowed"
+        );
+        let mut m = Metrics::new();
+        for s in scrape.iter() {
+            s.push_to(&mut m, 9, Some(("node", "n1")), &["result"]);
+        }
+        type Flat<'a> = (String, Vec<(&'a str, &'a str)>, f64);
+        let got: Vec<Flat> = m
+            .iter()
+            .map(|s| (s.name.to_owned(), s.labels.pairs().collect(), s.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "m".to_owned(),
+                    vec![("b", "1"), ("node", "n1"), ("z", "q\"x")],
+                    2.0
+                ),
+                ("bare".to_owned(), vec![("node", "n1")], 3.0),
+            ]
+        );
+        assert_eq!(
+            parse_borrowed("m{a=\"1\"} 1\nbad{ 2\n").err().unwrap().line,
+            2
+        );
+    }
 
     #[test]
     fn parses_samples_labels_and_specials() {

@@ -196,34 +196,36 @@ impl Snapshot {
     /// - [`MODE_GAUGE`], one-hot, keeps only the series of the mode the node is
     ///   in; the zeros say nothing that one does not.
     pub fn node_metrics(&mut self, id: &str, text: &str) {
-        let samples = match prometheus::parse(text) {
-            Ok(samples) => samples,
+        let scrape = match prometheus::parse_borrowed(text) {
+            Ok(scrape) => scrape,
             Err(e) => return self.problem(id, format!("malformed /metrics: {e}")),
         };
         // Each key's summed sample, by its index in `self.metrics`.
-        let mut key_total: BTreeMap<String, usize> = BTreeMap::new();
-        for mut s in samples
-            .into_iter()
-            .filter(|s| s.name.starts_with("ratelimiter_"))
-        {
+        let mut key_total: BTreeMap<&str, usize> = BTreeMap::new();
+        let node = Some(("node", id));
+        for s in scrape.iter().filter(|s| s.name.starts_with("ratelimiter_")) {
             if s.name == MODE_GAUGE && s.value == 0.0 {
                 continue;
             }
             if s.name == KEY_DECISIONS {
-                s.labels.retain(|(k, _)| k != "result");
-                let Some(key) = s.label("key").map(str::to_owned) else {
+                let Some(key) = s.label("key") else {
                     continue;
                 };
-                if let Some(&i) = key_total.get(&key) {
-                    if let Some(v) = self.metrics.value_mut(i) {
-                        *v += s.value;
+                match key_total.get(key) {
+                    Some(&i) => {
+                        if let Some(v) = self.metrics.value_mut(i) {
+                            *v += s.value;
+                        }
                     }
-                    continue;
+                    None => {
+                        let i = s.push_to(&mut self.metrics, self.now, node, &["result"]);
+                        key_total.insert(key, i);
+                    }
                 }
-                key_total.insert(key, self.metrics.len());
+                continue;
             }
             // Where it sorts, so the labels stay in the host's (key) order.
-            s.push_to(&mut self.metrics, self.now, Some(("node", id)));
+            s.push_to(&mut self.metrics, self.now, node, &[]);
         }
     }
 
