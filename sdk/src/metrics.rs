@@ -69,8 +69,8 @@ pub struct Metrics {
     /// Label pairs, key then value, as indexes into `strings`.
     labels: Vec<u32>,
     /// String → index, for pushing. Not kept with held observations (see
-    /// [`Metrics::seal`]) and rebuilt if one is pushed to again.
-    index: FxHashMap<String, u32>,
+    /// [`Metrics::seal`]), clones or tables the host sent, and built if one is pushed to.
+    index: Option<FxHashMap<String, u32>>,
     recent: Recent,
 }
 
@@ -81,7 +81,7 @@ impl Clone for Metrics {
             strings: self.strings.clone(),
             rows: self.rows.clone(),
             labels: self.labels.clone(),
-            index: FxHashMap::default(),
+            index: None,
             recent: Recent::default(),
         }
     }
@@ -98,7 +98,10 @@ impl Metrics {
             strings: Vec::with_capacity(samples.min(256)),
             rows: Vec::with_capacity(samples),
             labels: Vec::with_capacity(samples * 6),
-            index: FxHashMap::with_capacity_and_hasher(samples.min(256), Default::default()),
+            index: Some(FxHashMap::with_capacity_and_hasher(
+                samples.min(256),
+                Default::default(),
+            )),
             recent: Recent::default(),
         }
     }
@@ -213,18 +216,22 @@ impl Metrics {
     }
 
     fn intern(&mut self, s: &str) -> u32 {
-        if self.index.len() < self.strings.len() {
-            // A clone, or a held observation pushed to again.
-            self.index = (self.strings.iter().enumerate())
-                .map(|(i, s)| (s.clone(), i as u32))
-                .collect();
-        }
-        if let Some(&i) = self.index.get(s) {
+        let strings = &self.strings;
+        // A table pushed to for the first time, or again after it was sealed, cloned or
+        // sent: index what it holds (of repeated strings, the first).
+        let index = self.index.get_or_insert_with(|| {
+            let mut index = FxHashMap::with_capacity_and_hasher(strings.len(), Default::default());
+            for (i, s) in strings.iter().enumerate() {
+                index.entry(s.clone()).or_insert(i as u32);
+            }
+            index
+        });
+        if let Some(&i) = index.get(s) {
             return i;
         }
         let i = self.strings.len() as u32;
         self.strings.push(s.to_owned());
-        self.index.insert(s.to_owned(), i);
+        index.insert(s.to_owned(), i);
         i
     }
 
@@ -250,7 +257,7 @@ impl Metrics {
 
     /// Drops what only pushing needs, for an observation that is kept and only read.
     pub(crate) fn seal(&mut self) {
-        self.index = FxHashMap::default();
+        self.index = None;
         self.recent = Recent::default();
     }
 
@@ -353,7 +360,7 @@ impl Metrics {
             strings,
             rows,
             labels,
-            index: FxHashMap::default(),
+            index: None,
             recent: Recent::default(),
         }
     }
@@ -651,6 +658,20 @@ mod tests {
         m.retain(|s| s.value > 3.0);
         assert_eq!(m.len(), 1);
         assert_eq!(m.get(0).unwrap().label("b"), Some("y"));
+    }
+
+    #[test]
+    fn a_sent_table_pushed_to_finds_its_strings_even_repeated() {
+        let mut m = Metrics::from_wire(wire::MetricTable {
+            strings: vec!["a".into(), "a".into(), "k".into()],
+            samples: vec![],
+            labels: vec![],
+        });
+        for _ in 0..3 {
+            m.push("a", &[("k", "a")], 1.0, 1);
+        }
+        assert_eq!(m.strings().len(), 3, "nothing added: the first `a` is used");
+        assert_eq!(m.rows[2].name, 0);
     }
 
     #[test]
