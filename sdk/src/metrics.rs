@@ -97,7 +97,7 @@ impl Metrics {
         Metrics {
             strings: Vec::with_capacity(samples.min(256)),
             rows: Vec::with_capacity(samples),
-            labels: Vec::with_capacity(samples * 6),
+            labels: Vec::with_capacity(samples.saturating_mul(6)),
             index: Some(FxHashMap::with_capacity_and_hasher(
                 samples.min(256),
                 Default::default(),
@@ -288,7 +288,9 @@ impl Metrics {
             let mut kept: Vec<[u32; 2]> = Vec::with_capacity(pairs.len());
             for p in pairs {
                 match kept.last_mut() {
-                    Some(last) if last[0] == p[0] => *last = p,
+                    Some(last) if self.strings[last[0] as usize] == self.strings[p[0] as usize] => {
+                        *last = p
+                    }
                     _ => kept.push(p),
                 }
             }
@@ -325,16 +327,23 @@ impl Metrics {
             samples,
             mut labels,
         } = table;
+        // The host interns what it sends, but a cut string can equal another: each string
+        // is used at its first index, so that samples of one name share one index (what
+        // `Indexed` groups by) and equal keys are found equal.
         let n = strings.len() as u32;
-        let mut empty = None;
-        let mut fix = |i: u32, strings: &mut Vec<String>| {
-            if i < n {
-                return i;
-            }
-            *empty.get_or_insert_with(|| {
+        let (remap, mut empty) = {
+            let mut first = FxHashMap::with_capacity_and_hasher(strings.len(), Default::default());
+            let remap: Vec<u32> = (strings.iter().enumerate())
+                .map(|(i, s)| *first.entry(s.as_str()).or_insert(i as u32))
+                .collect();
+            (remap, first.get("").copied())
+        };
+        let mut fix = |i: u32, strings: &mut Vec<String>| match remap.get(i as usize) {
+            Some(&j) => j,
+            None => *empty.get_or_insert_with(|| {
                 strings.push(String::new());
                 n
-            })
+            }),
         };
         for l in &mut labels {
             *l = fix(*l, &mut strings);
@@ -426,7 +435,7 @@ pub struct Sample<'a> {
     /// Unix milliseconds.
     pub timestamp_ms: u64,
     /// The name's index in its table: samples of one table have the same name exactly when
-    /// these are equal.
+    /// these are equal (a table holds each string once, a host-sent one too).
     pub(crate) name_id: u32,
 }
 
@@ -672,6 +681,41 @@ mod tests {
         }
         assert_eq!(m.strings().len(), 3, "nothing added: the first `a` is used");
         assert_eq!(m.rows[2].name, 0);
+    }
+
+    #[test]
+    fn a_sent_table_repeating_a_string_uses_it_as_one() {
+        let sample = |name, first_label, label_count| wire::TableSample {
+            name,
+            first_label,
+            label_count,
+            value: 1.0,
+            timestamp_ms: 1,
+        };
+        // Two names cut to the same text, and a key repeated under two indexes, unsorted.
+        let mut m = Metrics::from_wire(wire::MetricTable {
+            strings: vec![
+                "cut".into(),
+                "cut".into(),
+                "k".into(),
+                "1".into(),
+                "k".into(),
+                "2".into(),
+                "a".into(),
+            ],
+            samples: vec![sample(0, 0, 3), sample(1, 0, 0), sample(9, 0, 0)],
+            labels: vec![2, 3, 4, 5, 6, 3],
+        });
+        let ids: Vec<u32> = m.iter().map(|s| s.name_id).collect();
+        assert_eq!(ids[0], ids[1], "one name, one index");
+        assert_eq!(m.get(2).unwrap().name, "");
+        m.normalize();
+        let pairs: Vec<(&str, &str)> = m.get(0).unwrap().labels.pairs().collect();
+        assert_eq!(
+            pairs,
+            [("a", "1"), ("k", "2")],
+            "equal keys are one key, the last kept"
+        );
     }
 
     #[test]
