@@ -802,12 +802,19 @@ fn soak(cluster: &Cluster, dir: &Path, seconds: u64) {
         rss.iter().cloned().fold(0.0, f64::max),
         slope(&t, &rss)
     );
+    // The WAL fills to its checkpoint size over the first part of a soak; the later half's
+    // slope says whether it then stays flat.
+    let half = t.len() / 2;
     println!(
-        "DB KiB (file + WAL): first {:.0}, last {:.0}, max {:.0}, slope {:+.1} KiB/h",
+        "DB KiB (file + WAL): first {:.0}, last {:.0}, max {:.0}, slope {:+.1} KiB/h; \
+         later half: from {:.0}, slope {:+.1} KiB/h (RSS {:+.2} MiB/h)",
         size[0],
         last(&size),
         size.iter().cloned().fold(0.0, f64::max),
-        slope(&t, &size)
+        slope(&t, &size),
+        size[half],
+        slope(&t[half..], &size[half..]),
+        slope(&t[half..], &rss[half..])
     );
     println!(
         "CPU over the soak: {:.2} ms per tick ({} samples every {:?})",
