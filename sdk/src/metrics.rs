@@ -557,7 +557,7 @@ impl fmt::Debug for Labels<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kv;
 
@@ -570,32 +570,47 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pushed_samples_read_back_as_pushed_with_each_string_once() {
-        let samples = vec![
+    /// Samples that repeat names, keys and values in other places, and one with none.
+    pub(crate) fn mixed() -> Vec<MetricSample> {
+        vec![
             owned("up", &[("node", "a")], 1.0),
             owned("up", &[("node", "b")], 0.0),
             owned("lat_bucket", &[("node", "a"), ("le", "0.5")], 2.0),
             owned("bare", &[], -1.0),
             owned("self", &[("self", "self")], 4.0),
-        ];
+        ]
+    }
+
+    /// The table's strings for [`mixed`], in the order first seen.
+    pub(crate) const MIXED_STRINGS: [&str; 9] = [
+        "up",
+        "node",
+        "a",
+        "b",
+        "lat_bucket",
+        "le",
+        "0.5",
+        "bare",
+        "self",
+    ];
+
+    fn row(name: u32, first_label: u32, label_count: u32) -> wire::TableSample {
+        wire::TableSample {
+            name,
+            first_label,
+            label_count,
+            value: 1.0,
+            timestamp_ms: 1,
+        }
+    }
+
+    #[test]
+    fn pushed_samples_read_back_as_pushed_with_each_string_once() {
+        let samples = mixed();
         let m = Metrics::from(samples.clone());
         assert_eq!(m.to_samples().len(), 5);
         assert_eq!(format!("{:?}", m.to_samples()), format!("{samples:?}"));
-        assert_eq!(
-            m.strings(),
-            [
-                "up",
-                "node",
-                "a",
-                "b",
-                "lat_bucket",
-                "le",
-                "0.5",
-                "bare",
-                "self"
-            ]
-        );
+        assert_eq!(m.strings(), MIXED_STRINGS);
         let s = m.get(2).unwrap();
         assert_eq!(
             (s.name, s.label("le"), s.label("x")),
@@ -685,13 +700,6 @@ mod tests {
 
     #[test]
     fn a_sent_table_repeating_a_string_uses_it_as_one() {
-        let sample = |name, first_label, label_count| wire::TableSample {
-            name,
-            first_label,
-            label_count,
-            value: 1.0,
-            timestamp_ms: 1,
-        };
         // Two names cut to the same text, and a key repeated under two indexes, unsorted.
         let mut m = Metrics::from_wire(wire::MetricTable {
             strings: vec![
@@ -703,7 +711,7 @@ mod tests {
                 "2".into(),
                 "a".into(),
             ],
-            samples: vec![sample(0, 0, 3), sample(1, 0, 0), sample(9, 0, 0)],
+            samples: vec![row(0, 0, 3), row(1, 0, 0), row(9, 0, 0)],
             labels: vec![2, 3, 4, 5, 6, 3],
         });
         let ids: Vec<u32> = m.iter().map(|s| s.name_id).collect();
@@ -720,16 +728,9 @@ mod tests {
 
     #[test]
     fn a_table_pointing_outside_itself_reads_as_empty() {
-        let sample = |name, first_label, label_count| wire::TableSample {
-            name,
-            first_label,
-            label_count,
-            value: 1.0,
-            timestamp_ms: 1,
-        };
         let m = Metrics::from_wire(wire::MetricTable {
             strings: vec!["n".into()],
-            samples: vec![sample(7, u32::MAX, u32::MAX), sample(0, 0, 1)],
+            samples: vec![row(7, u32::MAX, u32::MAX), row(0, 0, 1)],
             labels: vec![0, 5, 9],
         });
         let s: Vec<_> = m.iter().collect();

@@ -55,49 +55,20 @@ pub fn from_wire(w: wire::Observation) -> Observation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv;
-
-    fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> MetricSample {
-        MetricSample {
-            name: name.into(),
-            labels: labels.iter().map(|(k, v)| kv(*k, v)).collect(),
-            value,
-            timestamp_ms: 3,
-        }
-    }
+    use crate::metrics::tests::{MIXED_STRINGS, mixed};
 
     #[test]
     fn each_string_crosses_once_and_comes_back_the_same() {
         let o = Observation {
             timestamp_ms: 9,
             components: vec![],
-            metrics: vec![
-                sample("up", &[("node", "a")], 1.0),
-                sample("up", &[("node", "b")], 0.0),
-                sample("lat_bucket", &[("node", "a"), ("le", "0.5")], 2.0),
-                sample("bare", &[], -1.0),
-                sample("self", &[("self", "self")], 4.0),
-            ]
-            .into(),
+            metrics: mixed().into(),
             events: vec![],
             problems: vec![],
         };
         let w = to_wire(&o);
         let t = &w.metrics;
-        assert_eq!(
-            t.strings,
-            [
-                "up",
-                "node",
-                "a",
-                "b",
-                "lat_bucket",
-                "le",
-                "0.5",
-                "bare",
-                "self"
-            ]
-        );
+        assert_eq!(t.strings, MIXED_STRINGS);
         assert_eq!(t.samples.len(), 5);
         assert_eq!(t.labels.len(), 2 * 5);
         let back = from_wire(w);
