@@ -23,9 +23,11 @@
 
 mod actions;
 mod evidence;
-mod invariants;
+// Public for `benches/native_work.rs`, which costs the subject's own work (building the
+// observation, checking the invariants) compiled natively, against the live cluster.
+pub mod invariants;
 mod metadata;
-mod observe;
+pub mod observe;
 
 use operator_sdk::prelude::*;
 
