@@ -187,6 +187,11 @@ pub struct Monitor {
     /// The instance kept from the last tick, and how many ticks it has served.
     instance: Option<(Session, u64)>,
     instances_started: u64,
+    /// The number the next tick takes, once this monitor has recorded one: reading it back
+    /// from the store each tick was a read transaction of its own (locks, a statement,
+    /// several syscalls) for a number the monitor just wrote. `None` until the first tick
+    /// is recorded, and again after a failed one, when it is read from the store.
+    next_tick: Option<i64>,
 }
 
 impl Monitor {
@@ -198,6 +203,7 @@ impl Monitor {
             history: VecDeque::new(),
             instance: None,
             instances_started: 0,
+            next_tick: None,
         }
     }
 
@@ -259,7 +265,10 @@ impl Monitor {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<TickReport>, StoreError> {
         let subject = self.plugin.name().to_string();
-        let tick = self.store.next_tick(&subject)?;
+        let tick = match self.next_tick {
+            Some(tick) => tick,
+            None => self.store.next_tick(&subject)?,
+        };
         let started = Instant::now();
         let Some(status) = self.plugin_part(stop).await else {
             tracing::warn!(tick, "tick cut short by shutdown; nothing recorded for it");
@@ -303,9 +312,11 @@ impl Monitor {
                 // The history will not take this observation, but the instance holds it:
                 // start the next tick on a fresh one.
                 self.instance = None;
+                self.next_tick = None;
                 return Err(e);
             }
         };
+        self.next_tick = Some(tick + 1);
         if let TickStatus::Observed { observation, .. } = &status {
             self.history.push_back(observation.clone());
             // Past observations plus the next tick's make a window of `history`.
