@@ -1,10 +1,31 @@
 //! The plugin's settings, as the user gave them with `--set key=value` or a config file.
 
 use crate::bindings::operator::subject::config as wit;
+use std::cell::OnceCell;
+
+thread_local! {
+    /// Every setting, sorted by key, read from the host on first use. The host fixes a
+    /// plugin's settings when it builds the plugin, so an instance never sees them change;
+    /// reading them once spares each `get` a call into the host (a tick of the rate limiter
+    /// made about ten).
+    static SETTINGS: OnceCell<Vec<(String, String)>> = const { OnceCell::new() };
+}
 
 /// The raw value of `key`, if set.
 pub fn get(key: &str) -> Option<String> {
-    wit::get(key).filter(|v| !v.trim().is_empty())
+    SETTINGS
+        .with(|cell| {
+            let settings = cell.get_or_init(|| {
+                let mut all = all();
+                all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                all
+            });
+            settings
+                .binary_search_by(|(k, _)| k.as_str().cmp(key))
+                .ok()
+                .map(|i| settings[i].1.clone())
+        })
+        .filter(|v| !v.trim().is_empty())
 }
 
 /// The value of `key`, or an error naming the missing key.
