@@ -190,6 +190,18 @@ fn main() {
                 std::hint::black_box(build(now, &reads, &redis.url()));
             }
         });
+        // What is costed must be a healthy tick's work, as `tick_cost` measures it.
+        assert!(
+            observation.problems.is_empty(),
+            "the observation has problems: {:?}",
+            observation.problems
+        );
+        let up = observation
+            .components
+            .iter()
+            .filter(|c| c.kind == "node" && c.state == operator_sdk::ComponentState::Up)
+            .count();
+        assert_eq!(up, 3, "every node is up: {:?}", observation.components);
         samples = observation.metrics.len();
         window.push(observation);
         if window.len() > 5 {
